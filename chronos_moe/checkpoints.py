@@ -1,0 +1,289 @@
+"""Hugging Face Chronos checkpoints ⇄ `ChronosT5` weights, without pickle.
+
+A checkpoint is a directory (or a hub id resolved to one) holding
+`config.json` — a `T5Config` plus a `chronos_config` block — and
+`model.safetensors` (or sharded `model-*.safetensors` with an index). Names
+follow transformers' T5; linear weights are stored `(out, in)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from chronos_moe.config import ChronosConfig
+from chronos_moe.models.chronos_t5 import ChronosT5
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+# Names transformers may write for the tied embedding; they alias `shared.weight`.
+TIED_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+# ChronosT5 arguments read from config.json (transformers' T5Config names).
+T5_CONFIG_KEYS = (
+    "vocab_size",
+    "d_model",
+    "d_kv",
+    "d_ff",
+    "num_layers",
+    "num_decoder_layers",
+    "num_heads",
+    "relative_attention_num_buckets",
+    "relative_attention_max_distance",
+    "dropout_rate",
+    "layer_norm_epsilon",
+    "feed_forward_proj",
+    "tie_word_embeddings",
+    "decoder_start_token_id",
+    "pad_token_id",
+    "eos_token_id",
+    "initializer_factor",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read: missing files, a foreign config, or
+    weights that do not match the config."""
+
+
+def resolve_checkpoint(path_or_hub_id: str | os.PathLike) -> Path:
+    """A local directory holding the checkpoint.
+
+    Local directories are used as they are. Anything else is treated as a
+    Hugging Face hub id (e.g. `"amazon/chronos-t5-small"`) and downloaded with
+    `huggingface_hub` (config and safetensors only, cached as usual).
+    """
+    path = Path(path_or_hub_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(
+            f"A checkpoint is a directory with {CONFIG_NAME} and {WEIGHTS_NAME}. "
+            f"Received a file: {str(path)!r}"
+        )
+    name = str(path_or_hub_id)
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise CheckpointError(
+            "Expected a local checkpoint directory or a hub id like 'amazon/chronos-t5-small'. "
+            f"Received: {name!r} (no such directory)"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(
+            name, allow_patterns=[CONFIG_NAME, "*.safetensors", WEIGHTS_INDEX_NAME]
+        )
+    except Exception as error:  # network, unknown repo, auth: say what was tried
+        raise CheckpointError(
+            f"Could not fetch {name!r} from the Hugging Face hub ({type(error).__name__}: {error}). "
+            "Pass a local checkpoint directory, or check the id and the network."
+        ) from error
+    return Path(local)
+
+
+def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig]:
+    """ChronosT5 keyword arguments and the `ChronosConfig` of a checkpoint."""
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise CheckpointError(f"No {CONFIG_NAME} in checkpoint directory {str(directory)!r}.")
+    try:
+        raw = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_path} is not valid JSON: {error}") from error
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_path} must hold a JSON object. Received: {type(raw).__name__}")
+    if "chronos_config" not in raw:
+        raise CheckpointError(
+            f"{config_path} has no `chronos_config` block: not a Chronos checkpoint."
+        )
+    if raw.get("model_type") != "t5":
+        raise CheckpointError(
+            f"chronos-moe reads Chronos T5 checkpoints (model_type 't5'). "
+            f"Received: model_type={raw.get('model_type')!r} in {config_path}"
+        )
+    chronos = ChronosConfig.from_dict(raw["chronos_config"])
+    kwargs = {key: raw[key] for key in T5_CONFIG_KEYS if key in raw and raw[key] is not None}
+    kwargs["chronos_config"] = chronos.to_dict()
+    return kwargs, chronos
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    tensors = {}
+    with safetensors.safe_open(str(path), framework="numpy") as handle:
+        for name in handle.keys():
+            if handle.get_slice(name).get_dtype() == "BF16":
+                # numpy has no bfloat16: read through torch, exact in float32.
+                with safetensors.safe_open(str(path), framework="pt") as torch_handle:
+                    tensors[name] = torch_handle.get_tensor(name).float().numpy()
+            else:
+                tensors[name] = handle.get_tensor(name)
+    return tensors
+
+
+def read_weights(directory: Path) -> dict[str, np.ndarray]:
+    """All tensors of a checkpoint's safetensors file(s), by name."""
+    single = directory / WEIGHTS_NAME
+    index = directory / WEIGHTS_INDEX_NAME
+    if single.is_file():
+        return _read_safetensors(single)
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        tensors: dict[str, np.ndarray] = {}
+        for name in files:
+            tensors.update(_read_safetensors(directory / name))
+        return tensors
+    pickled = [name for name in PICKLE_NAMES if (directory / name).exists()]
+    if pickled:
+        raise CheckpointError(
+            f"{str(directory)!r} holds only pickled weights ({pickled[0]}), which chronos-moe "
+            "never loads (unpickling can run arbitrary code). Convert them to safetensors with "
+            "transformers: `T5ForConditionalGeneration.from_pretrained(dir).save_pretrained(dir)`."
+        )
+    raise CheckpointError(f"No {WEIGHTS_NAME} in checkpoint directory {str(directory)!r}.")
+
+
+def hf_weight_map(model: ChronosT5) -> dict[str, tuple[Any, bool]]:
+    """Maps each transformers T5 weight name to `(keras variable, transposed)`."""
+    mapping: dict[str, tuple[Any, bool]] = {"shared.weight": (model.shared.embeddings, False)}
+    stacks = (
+        ("encoder", model.encoder_blocks, model.encoder_position_bias, model.encoder_final_norm),
+        ("decoder", model.decoder_blocks, model.decoder_position_bias, model.decoder_final_norm),
+    )
+    for stack, blocks, position_bias, final_norm in stacks:
+        mapping[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = (
+            position_bias.embeddings,
+            False,
+        )
+        for i, block in enumerate(blocks):
+            prefix = f"{stack}.block.{i}.layer"
+            attentions = [("0.SelfAttention", block.self_attention, block.self_attention_norm, 0)]
+            if block.is_decoder:
+                attentions.append(
+                    ("1.EncDecAttention", block.cross_attention, block.cross_attention_norm, 1)
+                )
+            for name, attention, norm, index in attentions:
+                for short, dense in zip(
+                    "qkvo", (attention.query, attention.key, attention.value, attention.output_dense)
+                ):
+                    mapping[f"{prefix}.{name}.{short}.weight"] = (dense.kernel, True)
+                mapping[f"{prefix}.{index}.layer_norm.weight"] = (norm.scale, False)
+            index = len(attentions)
+            ffn = block.feed_forward
+            for short in ("wi_0", "wi_1", "wo") if ffn.is_gated else ("wi", "wo"):
+                mapping[f"{prefix}.{index}.DenseReluDense.{short}.weight"] = (
+                    getattr(ffn, short).kernel,
+                    True,
+                )
+            mapping[f"{prefix}.{index}.layer_norm.weight"] = (block.feed_forward_norm.scale, False)
+        mapping[f"{stack}.final_layer_norm.weight"] = (final_norm.scale, False)
+    if model.lm_head is not None:
+        mapping["lm_head.weight"] = (model.lm_head.kernel, True)
+    return mapping
+
+
+def assign_hf_weights(model: ChronosT5, tensors: dict[str, np.ndarray], source: str = "") -> None:
+    """Copies transformers-named tensors into `model`, after checking that every
+    name and shape matches (nothing is assigned when anything is wrong)."""
+    mapping = hf_weight_map(model)
+    ignorable = set(TIED_ALIASES) | ({"lm_head.weight"} if model.lm_head is None else set())
+    missing = sorted(set(mapping) - set(tensors))
+    unexpected = sorted(set(tensors) - set(mapping) - ignorable)
+    wrong_shapes = []
+    for name, (variable, transposed) in mapping.items():
+        if name in tensors:
+            shape = tuple(tensors[name].shape[::-1] if transposed else tensors[name].shape)
+            if shape != tuple(variable.shape):
+                stored = tuple(tensors[name].shape)
+                expected = tuple(variable.shape[::-1] if transposed else variable.shape)
+                wrong_shapes.append(f"{name}: expected {expected}, found {stored}")
+    problems = []
+    if missing:
+        problems.append(f"missing weights {missing[:5]}{' …' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(
+            f"unexpected weights {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}"
+        )
+    if wrong_shapes:
+        problems.append("shapes that do not match the config: " + "; ".join(wrong_shapes[:5]))
+    if problems:
+        raise CheckpointError(
+            f"The weights{f' in {source}' if source else ''} do not match the model config: "
+            + " | ".join(problems)
+        )
+    for name, (variable, transposed) in mapping.items():
+        value = tensors[name].T if transposed else tensors[name]
+        variable.assign(np.ascontiguousarray(value).astype(variable.dtype))
+
+
+def load_chronos_t5(path_or_hub_id: str | os.PathLike) -> ChronosT5:
+    """A `ChronosT5` with the weights of a Hugging Face Chronos checkpoint."""
+    directory = resolve_checkpoint(path_or_hub_id)
+    kwargs, _ = read_config(directory)
+    tensors = read_weights(directory)
+    try:
+        model = ChronosT5(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"Invalid model config in {directory / CONFIG_NAME}: {error}") from error
+    assign_hf_weights(model, tensors, source=str(directory))
+    return model
+
+
+def hf_config(model: ChronosT5) -> dict[str, Any]:
+    """The `config.json` content transformers and the `chronos` package read."""
+    config = {key: getattr(model, key) for key in T5_CONFIG_KEYS}
+    config.update(
+        architectures=["T5ForConditionalGeneration"],
+        model_type="t5",
+        is_encoder_decoder=True,
+        use_cache=True,
+        dense_act_fn="gelu_new" if model.feed_forward_proj == "gated-gelu" else
+        model.feed_forward_proj.split("-")[-1],
+        is_gated_act=model.feed_forward_proj.startswith("gated-"),
+        dtype="float32",
+        chronos_config=model.chronos_config.to_dict(),
+    )
+    return config
+
+
+def save_chronos_t5(model: ChronosT5, directory: str | os.PathLike) -> Path:
+    """Writes `config.json` + `model.safetensors` (float32) into `directory`.
+
+    Files are written to temporary names and renamed into place, so an existing
+    checkpoint is never left half-overwritten.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, (variable, transposed) in hf_weight_map(model).items():
+        value = np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
+        tensors[name] = np.ascontiguousarray(value.T if transposed else value)
+    _write_atomically(
+        directory / WEIGHTS_NAME,
+        lambda path: safetensors.numpy.save_file(tensors, path, metadata={"format": "pt"}),
+    )
+    text = json.dumps(hf_config(model), indent=2, sort_keys=True) + "\n"
+    _write_atomically(directory / CONFIG_NAME, lambda path: Path(path).write_text(text))
+    return directory
+
+
+def _write_atomically(target: Path, write) -> None:
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

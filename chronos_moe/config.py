@@ -1,0 +1,103 @@
+"""Chronos configuration: the ``chronos_config`` block of a checkpoint and the
+T5 size presets of the released models."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class ChronosConfig:
+    """The ``chronos_config`` block of a Chronos checkpoint's ``config.json``.
+
+    It configures the tokenizer (`MeanScaleUniformBins`) and the forecasting
+    defaults. Field names and meanings are the reference implementation's.
+
+    Example:
+
+    >>> config = ChronosConfig(context_length=64, prediction_length=8)
+    >>> config.n_tokens, config.tokenizer_kwargs["low_limit"]
+    (4096, -15.0)
+    """
+
+    tokenizer_class: str = "MeanScaleUniformBins"
+    tokenizer_kwargs: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"low_limit": -15.0, "high_limit": 15.0}
+    )
+    context_length: int = 512
+    prediction_length: int = 64
+    n_tokens: int = 4096
+    n_special_tokens: int = 2
+    pad_token_id: int = 0
+    eos_token_id: int = 1
+    use_eos_token: bool = True
+    model_type: Literal["seq2seq"] = "seq2seq"
+    num_samples: int = 20
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.tokenizer_class != "MeanScaleUniformBins":
+            raise ValueError(
+                "chronos-moe supports tokenizer_class='MeanScaleUniformBins'. "
+                f"Received: tokenizer_class={self.tokenizer_class!r}"
+            )
+        if self.model_type != "seq2seq":
+            raise ValueError(
+                "chronos-moe supports encoder-decoder (T5) Chronos models, model_type='seq2seq'. "
+                f"Received: model_type={self.model_type!r}"
+            )
+        for name in ("context_length", "prediction_length", "num_samples", "top_k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        if self.n_tokens <= self.n_special_tokens + 1:
+            raise ValueError(
+                f"`n_tokens` must exceed n_special_tokens + 1 = {self.n_special_tokens + 1}. "
+                f"Received: n_tokens={self.n_tokens}"
+            )
+        for name in ("pad_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.n_special_tokens:
+                raise ValueError(
+                    f"`{name}` must be a special token id in [0, {self.n_special_tokens}). "
+                    f"Received: {name}={value}"
+                )
+        kwargs = dict(self.tokenizer_kwargs)
+        if set(kwargs) != {"low_limit", "high_limit"} or not kwargs["low_limit"] < kwargs["high_limit"]:
+            raise ValueError(
+                "`tokenizer_kwargs` must be {'low_limit': a, 'high_limit': b} with a < b. "
+                f"Received: tokenizer_kwargs={kwargs!r}"
+            )
+        if not self.temperature > 0:
+            raise ValueError(f"`temperature` must be > 0. Received: temperature={self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"`top_p` must be in (0, 1]. Received: top_p={self.top_p}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ChronosConfig":
+        """Builds the config from a ``chronos_config`` dict, naming unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown keys in chronos_config: {unknown}. Expected a subset of {sorted(known)}."
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Shapes of the `google/t5-efficient-*` configs the released Chronos models were
+# initialised from (the Chronos paper, Table 6 of its appendix, and the published
+# config.json files). Every size uses relu feed-forward and tied embeddings.
+T5_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(d_model=256, d_ff=1024, num_layers=4, num_heads=4, d_kv=64),
+    "mini": dict(d_model=384, d_ff=1536, num_layers=4, num_heads=8, d_kv=32),
+    "small": dict(d_model=512, d_ff=2048, num_layers=6, num_heads=8, d_kv=64),
+    "base": dict(d_model=768, d_ff=3072, num_layers=12, num_heads=12, d_kv=64),
+    "large": dict(d_model=1024, d_ff=4096, num_layers=24, num_heads=16, d_kv=64),
+}

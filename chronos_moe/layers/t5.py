@@ -1,0 +1,552 @@
+"""T5 building blocks in backend-agnostic Keras 3.
+
+Read top to bottom: layer norm → relative-position bias → attention (with a
+fixed-size key/value cache) → feed-forward → block. The numerics follow
+`transformers`' T5 exactly (see `tests/test_parity_t5.py`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from chronos_moe import backend  # noqa: F401  (chooses the backend before Keras is used)
+
+register = keras.saving.register_keras_serializable(package="chronos_moe")
+
+# A large negative additive bias for masked attention positions. Like
+# transformers we use the float32 minimum: exp(min - max) is exactly 0.
+MASK_BIAS = float(-3.4028234663852886e38)
+
+
+def normal_initializer(stddev: float) -> keras.initializers.Initializer:
+    """N(0, stddev²) — T5 initialises every weight this way (Mesh TF / HF `_init_weights`)."""
+    return keras.initializers.RandomNormal(mean=0.0, stddev=stddev)
+
+
+@register
+class T5LayerNorm(keras.layers.Layer):
+    """T5's RMS layer norm: scales by the root mean square, no mean, no bias.
+
+    Args:
+        epsilon: float. Added to the mean square. Defaults to `1e-6`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> norm = T5LayerNorm()
+    >>> y = norm(np.ones((2, 3, 8), "float32") * 3.0)
+    >>> bool(np.allclose(keras.ops.convert_to_numpy(y), 1.0, atol=1e-5))
+    True
+    """
+
+    def __init__(self, epsilon: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, inputs):
+        # The mean square is computed in float32 so that half-precision inputs
+        # do not overflow; the result is cast back to the compute dtype.
+        x = ops.cast(inputs, "float32")
+        variance = ops.mean(ops.square(x), axis=-1, keepdims=True)
+        x = x * ops.rsqrt(variance + self.epsilon)
+        return self.scale * ops.cast(x, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def relative_position_bucket(
+    relative_position, bidirectional: bool, num_buckets: int, max_distance: int
+):
+    """Maps relative positions (key − query) to T5's bucket ids.
+
+    Half of the buckets (per direction when ``bidirectional``) hold the exact
+    distances 0 … max_exact − 1; the other half cover max_exact … max_distance
+    in logarithmically growing bins: bucket = max_exact + ⌊log(d / max_exact) /
+    log(max_distance / max_exact) · (buckets − max_exact)⌋, clamped to the last
+    bucket. Unidirectional (decoder) attention folds all future positions into
+    bucket 0. Computed in float32 like the reference; the test suite checks it
+    against transformers for every distance up to 5000.
+    """
+    buckets = ops.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = ops.cast(relative_position > 0, relative_position.dtype) * num_buckets
+        relative_position = ops.abs(relative_position)
+    else:
+        relative_position = -ops.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    is_small = relative_position < max_exact
+    # log(0) = -inf for the small distances; those entries are replaced below.
+    scaled = ops.log(ops.maximum(ops.cast(relative_position, "float32"), 1.0) / max_exact)
+    scaled = scaled / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    large = max_exact + ops.cast(scaled, relative_position.dtype)
+    large = ops.minimum(large, num_buckets - 1)
+    return buckets + ops.where(is_small, relative_position, large)
+
+
+@register
+class T5RelativePositionBias(keras.layers.Layer):
+    """Learned per-head attention bias indexed by bucketed relative position.
+
+    Args:
+        num_heads: int. Number of attention heads.
+        num_buckets: int. Number of relative-position buckets. Defaults to `32`.
+        max_distance: int. Distance beyond which positions share a bucket.
+            Defaults to `128`.
+        bidirectional: bool. `True` for the encoder, `False` for the causal
+            decoder. Defaults to `True`.
+        initializer_stddev: float. Initial standard deviation (HF:
+            `initializer_factor · d_model^-0.5`). Defaults to `1.0`.
+
+    Call arguments:
+        query_positions: int tensor `(q_len,)`.
+        key_positions: int tensor `(k_len,)`.
+
+    Returns:
+        Bias of shape `(1, num_heads, q_len, k_len)`.
+
+    Example:
+
+    >>> bias = T5RelativePositionBias(num_heads=4)
+    >>> tuple(bias(keras.ops.arange(5), keras.ops.arange(7)).shape)
+    (1, 4, 5, 7)
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        num_buckets: int = 32,
+        max_distance: int = 128,
+        bidirectional: bool = True,
+        initializer_stddev: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.bidirectional = bidirectional
+        self.initializer_stddev = initializer_stddev
+
+    def build(self, query_shape=None, key_shape=None):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.num_buckets, self.num_heads),
+            initializer=normal_initializer(self.initializer_stddev),
+        )
+
+    def call(self, query_positions, key_positions):
+        relative = ops.cast(key_positions, "int32")[None, :] - ops.cast(query_positions, "int32")[
+            :, None
+        ]  # (q_len, k_len)
+        buckets = relative_position_bucket(
+            relative, self.bidirectional, self.num_buckets, self.max_distance
+        )
+        values = ops.take(self.embeddings, buckets, axis=0)  # (q_len, k_len, heads)
+        return ops.expand_dims(ops.transpose(values, (2, 0, 1)), 0)  # (1, heads, q_len, k_len)
+
+    def compute_output_spec(self, query_positions, key_positions):
+        return keras.KerasTensor(
+            (1, self.num_heads, query_positions.shape[0], key_positions.shape[0]),
+            dtype=self.compute_dtype,
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "num_buckets": self.num_buckets,
+            "max_distance": self.max_distance,
+            "bidirectional": self.bidirectional,
+            "initializer_stddev": self.initializer_stddev,
+        }
+
+
+@register
+class T5Attention(keras.layers.Layer):
+    """T5 multi-head attention: no 1/√d scaling, additive bias, optional cache.
+
+    The same layer serves the full-sequence pass (training, encoder) and
+    cached decoding, so the two cannot drift apart.
+
+    Args:
+        num_heads: int. Number of heads.
+        key_value_dim: int. Size of each head (`d_kv`).
+        dropout_rate: float. Dropout on the attention weights. Defaults to `0.0`.
+        initializer_factor: float. Scales the initial standard deviations.
+
+    Call arguments:
+        hidden_states: `(batch, q_len, d_model)` queries (and keys/values for
+            self-attention).
+        key_value_states: optional `(batch, k_len, d_model)` for cross-attention.
+        attention_bias: additive bias broadcastable to
+            `(batch, heads, q_len, k_len)`: position bias plus `MASK_BIAS` at
+            masked keys.
+        cache: optional `(cache_batch, 2, k_len, heads, key_value_dim)` keys and
+            values. Without `cache_index` they are used as they are (cached
+            cross-attention); with it the new keys/values of `hidden_states`
+            are written at `cache_index` first (cached self-attention).
+            `cache_batch` may divide `batch`: each cache row then serves
+            `batch // cache_batch` consecutive query rows (samples of a series
+            share their encoder states).
+        cache_index: optional int scalar, where to write in the cache.
+
+    Returns:
+        `(outputs, key_values)`: `(batch, q_len, d_model)` and the keys/values
+        attended to, `(batch, 2, k_len, heads, key_value_dim)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> attention = T5Attention(num_heads=2, key_value_dim=4)
+    >>> out, kv = attention(np.ones((1, 3, 8), "float32"))
+    >>> tuple(out.shape), tuple(kv.shape)
+    ((1, 3, 8), (1, 2, 3, 2, 4))
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        key_value_dim: int,
+        dropout_rate: float = 0.0,
+        initializer_factor: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.key_value_dim = key_value_dim
+        self.dropout_rate = dropout_rate
+        self.initializer_factor = initializer_factor
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+
+    def build(self, hidden_states_shape, key_value_states_shape=None):
+        d_model = hidden_states_shape[-1]
+        inner = self.num_heads * self.key_value_dim
+        factor = self.initializer_factor
+
+        def dense(name, units, stddev):
+            layer = keras.layers.Dense(
+                units,
+                use_bias=False,
+                kernel_initializer=normal_initializer(stddev),
+                dtype=self.dtype_policy,
+                name=name,
+            )
+            return layer
+
+        # HF `_init_weights` (Mesh TF): q ~ (d_model·d_kv)^-0.5, k/v ~ d_model^-0.5,
+        # o ~ (heads·d_kv)^-0.5, all times the initializer factor.
+        self.query = dense("query", inner, factor * (d_model * self.key_value_dim) ** -0.5)
+        self.key = dense("key", inner, factor * d_model**-0.5)
+        self.value = dense("value", inner, factor * d_model**-0.5)
+        self.output_dense = dense("output", d_model, factor * inner**-0.5)
+        self.query.build((None, None, d_model))
+        self.key.build((None, None, d_model))
+        self.value.build((None, None, d_model))
+        self.output_dense.build((None, None, inner))
+
+    def project_key_value(self, states):
+        """Keys and values of `states`: `(batch, 2, len, heads, key_value_dim)`."""
+        shape = (ops.shape(states)[0], ops.shape(states)[1], self.num_heads, self.key_value_dim)
+        key = ops.reshape(self.key(states), shape)
+        value = ops.reshape(self.value(states), shape)
+        return ops.stack([key, value], axis=1)
+
+    def call(
+        self,
+        hidden_states,
+        key_value_states=None,
+        attention_bias=None,
+        cache=None,
+        cache_index=None,
+        training=False,
+    ):
+        batch, q_len = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
+        if cache is None:
+            key_values = self.project_key_value(
+                hidden_states if key_value_states is None else key_value_states
+            )
+        elif cache_index is None:
+            key_values = cache
+        else:
+            new = self.project_key_value(hidden_states)  # (batch, 2, q_len, heads, d_kv)
+            key_values = ops.slice_update(cache, (0, 0, cache_index, 0, 0), new)
+
+        kv_batch = ops.shape(key_values)[0]
+        group = batch // kv_batch
+        query = ops.reshape(
+            self.query(hidden_states), (kv_batch, group * q_len, self.num_heads, self.key_value_dim)
+        )  # rows sharing one cache row are folded into its query length
+        key, value = key_values[:, 0], key_values[:, 1]  # (kv_batch, k_len, heads, d_kv)
+        scores = ops.einsum("bqhd,bkhd->bhqk", query, key)  # (kv_batch, heads, group·q_len, k_len)
+        if attention_bias is not None:
+            scores = scores + ops.cast(attention_bias, scores.dtype)
+        # Softmax in float32: half-precision scores lose the small differences
+        # between large logits; cast back for the value product.
+        weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), scores.dtype)
+        weights = self.dropout(weights, training=training)
+        context = ops.einsum("bhqk,bkhd->bqhd", weights, value)  # (kv_batch, group·q_len, heads, d_kv)
+        context = ops.reshape(context, (batch, q_len, self.num_heads * self.key_value_dim))
+        return self.output_dense(context), key_values
+
+    def compute_output_spec(
+        self, hidden_states, key_value_states=None, attention_bias=None, cache=None, **kwargs
+    ):
+        batch, q_len, d_model = hidden_states.shape
+        source = hidden_states if key_value_states is None else key_value_states
+        k_len = cache.shape[2] if cache is not None else source.shape[1]
+        kv_batch = cache.shape[0] if cache is not None else batch
+        return (
+            keras.KerasTensor((batch, q_len, d_model), dtype=self.compute_dtype),
+            keras.KerasTensor(
+                (kv_batch, 2, k_len, self.num_heads, self.key_value_dim), dtype=self.compute_dtype
+            ),
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_value_dim": self.key_value_dim,
+            "dropout_rate": self.dropout_rate,
+            "initializer_factor": self.initializer_factor,
+        }
+
+
+FEED_FORWARD_PROJECTIONS = ("relu", "gated-relu", "gelu", "gated-gelu")
+
+
+@register
+class T5FeedForward(keras.layers.Layer):
+    """T5 feed-forward: `wo(act(wi x))`, or gated `wo(act(wi_0 x) · wi_1 x)`.
+
+    Args:
+        intermediate_dim: int. Hidden size `d_ff`.
+        feed_forward_proj: str. One of `"relu"`, `"gated-relu"`, `"gelu"`,
+            `"gated-gelu"` (transformers' names; the gated gelu is the tanh
+            approximation, `gelu_new`). Defaults to `"relu"`.
+        dropout_rate: float. Dropout on the hidden activations.
+        initializer_factor: float. Scales the initial standard deviations.
+
+    Example:
+
+    >>> import numpy as np
+    >>> ffn = T5FeedForward(intermediate_dim=16, feed_forward_proj="gated-gelu")
+    >>> tuple(ffn(np.ones((2, 3, 8), "float32")).shape)
+    (2, 3, 8)
+    """
+
+    def __init__(
+        self,
+        intermediate_dim: int,
+        feed_forward_proj: str = "relu",
+        dropout_rate: float = 0.0,
+        initializer_factor: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if feed_forward_proj not in FEED_FORWARD_PROJECTIONS:
+            raise ValueError(
+                f"`feed_forward_proj` must be one of {FEED_FORWARD_PROJECTIONS}. "
+                f"Received: feed_forward_proj={feed_forward_proj!r}"
+            )
+        self.intermediate_dim = intermediate_dim
+        self.feed_forward_proj = feed_forward_proj
+        self.dropout_rate = dropout_rate
+        self.initializer_factor = initializer_factor
+        self.is_gated = feed_forward_proj.startswith("gated-")
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        d_model = input_shape[-1]
+        factor = self.initializer_factor
+
+        def dense(name, units, fan_in):
+            # HF `_init_weights`: wi ~ d_model^-0.5, wo ~ d_ff^-0.5, times the factor.
+            layer = keras.layers.Dense(
+                units,
+                use_bias=False,
+                kernel_initializer=normal_initializer(factor * fan_in**-0.5),
+                dtype=self.dtype_policy,
+                name=name,
+            )
+            layer.build((None, None, fan_in))
+            return layer
+
+        if self.is_gated:
+            self.wi_0 = dense("wi_0", self.intermediate_dim, d_model)
+            self.wi_1 = dense("wi_1", self.intermediate_dim, d_model)
+        else:
+            self.wi = dense("wi", self.intermediate_dim, d_model)
+        self.wo = dense("wo", d_model, self.intermediate_dim)
+
+    def activation(self, x):
+        if self.feed_forward_proj.endswith("relu"):
+            return ops.relu(x)
+        return ops.gelu(x, approximate=self.is_gated)
+
+    def call(self, inputs, training=False):
+        if self.is_gated:
+            hidden = self.activation(self.wi_0(inputs)) * self.wi_1(inputs)
+        else:
+            hidden = self.activation(self.wi(inputs))
+        return self.wo(self.dropout(hidden, training=training))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "intermediate_dim": self.intermediate_dim,
+            "feed_forward_proj": self.feed_forward_proj,
+            "dropout_rate": self.dropout_rate,
+            "initializer_factor": self.initializer_factor,
+        }
+
+
+@register
+class T5Block(keras.layers.Layer):
+    """One pre-norm T5 block: self-attention, [cross-attention,] feed-forward.
+
+    Args:
+        num_heads: int. Attention heads.
+        key_value_dim: int. Size of each head.
+        intermediate_dim: int. Feed-forward hidden size.
+        is_decoder: bool. Adds cross-attention over the encoder states.
+        feed_forward_proj: str. See `T5FeedForward`.
+        dropout_rate: float. Dropout after each sub-layer.
+        layer_norm_epsilon: float. Epsilon of the layer norms.
+        initializer_factor: float. Scales the initial standard deviations.
+
+    Call arguments:
+        hidden_states: `(batch, len, d_model)`.
+        self_attention_bias: position bias (+ mask) for self-attention.
+        encoder_states: `(batch, enc_len, d_model)`, decoder only (or `None`
+            when `cross_attention_cache` is given).
+        cross_attention_bias: mask bias over the encoder positions.
+        self_attention_cache, cross_attention_cache, cache_index: see
+            `T5Attention`.
+
+    Returns:
+        `(hidden_states, self_attention_key_values, cross_attention_key_values)`;
+        the last is `None` for encoder blocks.
+
+    Example:
+
+    >>> import numpy as np
+    >>> block = T5Block(num_heads=2, key_value_dim=4, intermediate_dim=16)
+    >>> hidden, _, _ = block(np.ones((1, 3, 8), "float32"))
+    >>> tuple(hidden.shape)
+    (1, 3, 8)
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        key_value_dim: int,
+        intermediate_dim: int,
+        is_decoder: bool = False,
+        feed_forward_proj: str = "relu",
+        dropout_rate: float = 0.0,
+        layer_norm_epsilon: float = 1e-6,
+        initializer_factor: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.key_value_dim = key_value_dim
+        self.intermediate_dim = intermediate_dim
+        self.is_decoder = is_decoder
+        self.feed_forward_proj = feed_forward_proj
+        self.dropout_rate = dropout_rate
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.initializer_factor = initializer_factor
+
+        def norm(name):
+            return T5LayerNorm(layer_norm_epsilon, dtype=self.dtype_policy, name=name)
+
+        def attention(name):
+            return T5Attention(
+                num_heads,
+                key_value_dim,
+                dropout_rate=dropout_rate,
+                initializer_factor=initializer_factor,
+                dtype=self.dtype_policy,
+                name=name,
+            )
+
+        self.self_attention_norm = norm("self_attention_norm")
+        self.self_attention = attention("self_attention")
+        if is_decoder:
+            self.cross_attention_norm = norm("cross_attention_norm")
+            self.cross_attention = attention("cross_attention")
+        self.feed_forward_norm = norm("feed_forward_norm")
+        self.feed_forward = T5FeedForward(
+            intermediate_dim,
+            feed_forward_proj,
+            dropout_rate=dropout_rate,
+            initializer_factor=initializer_factor,
+            dtype=self.dtype_policy,
+            name="feed_forward",
+        )
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+
+    def build(self, hidden_states_shape, *args, **kwargs):
+        shape = (None, None, hidden_states_shape[-1])
+        for layer in (self.self_attention_norm, self.feed_forward_norm, self.feed_forward):
+            layer.build(shape)
+        self.self_attention.build(shape)
+        if self.is_decoder:
+            self.cross_attention_norm.build(shape)
+            self.cross_attention.build(shape, shape)
+
+    def call(
+        self,
+        hidden_states,
+        self_attention_bias=None,
+        encoder_states=None,
+        cross_attention_bias=None,
+        self_attention_cache=None,
+        cross_attention_cache=None,
+        cache_index=None,
+        training=False,
+    ):
+        attended, self_key_values = self.self_attention(
+            self.self_attention_norm(hidden_states),
+            attention_bias=self_attention_bias,
+            cache=self_attention_cache,
+            cache_index=cache_index,
+            training=training,
+        )
+        hidden_states = hidden_states + self.dropout(attended, training=training)
+        cross_key_values = None
+        if self.is_decoder:
+            attended, cross_key_values = self.cross_attention(
+                self.cross_attention_norm(hidden_states),
+                key_value_states=encoder_states,
+                attention_bias=cross_attention_bias,
+                cache=cross_attention_cache,
+                training=training,
+            )
+            hidden_states = hidden_states + self.dropout(attended, training=training)
+        transformed = self.feed_forward(self.feed_forward_norm(hidden_states), training=training)
+        hidden_states = hidden_states + self.dropout(transformed, training=training)
+        return hidden_states, self_key_values, cross_key_values
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_value_dim": self.key_value_dim,
+            "intermediate_dim": self.intermediate_dim,
+            "is_decoder": self.is_decoder,
+            "feed_forward_proj": self.feed_forward_proj,
+            "dropout_rate": self.dropout_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "initializer_factor": self.initializer_factor,
+        }

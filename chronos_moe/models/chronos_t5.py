@@ -1,0 +1,383 @@
+"""ChronosT5: the T5 encoder-decoder of Chronos as one Keras model.
+
+`call` is the full-sequence pass (training, parity with transformers);
+`decode_step` is the cached pass used by generation. Both run the same blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from chronos_moe.config import T5_PRESETS, ChronosConfig
+from chronos_moe.layers.t5 import (
+    MASK_BIAS,
+    T5Block,
+    T5LayerNorm,
+    T5RelativePositionBias,
+    normal_initializer,
+    register,
+)
+
+IGNORE_INDEX = -100
+
+
+def shift_right(labels, decoder_start_token_id: int = 0, pad_token_id: int = 0):
+    """Decoder inputs from labels, as T5 trains: start token in front, the last
+    label dropped, ignored positions (-100) replaced by the pad token."""
+    labels = ops.convert_to_tensor(labels, "int32")
+    start = ops.full((ops.shape(labels)[0], 1), decoder_start_token_id, "int32")
+    shifted = ops.concatenate([start, labels[:, :-1]], axis=1)
+    return ops.where(shifted == IGNORE_INDEX, pad_token_id, shifted)
+
+
+def padding_bias(mask):
+    """`(batch, 1, 1, len)` additive bias: 0 where `mask` is true, `MASK_BIAS` elsewhere."""
+    keep = ops.cast(mask, "float32")[:, None, None, :]
+    return (1.0 - keep) * MASK_BIAS
+
+
+def masked_cross_entropy(labels, logits):
+    """Mean token cross-entropy over positions whose label is not -100.
+
+    Computed in float32 (half-precision log-softmax over 4096 classes is too
+    coarse). Matches `torch.nn.CrossEntropyLoss(ignore_index=-100)`.
+    """
+    labels = ops.convert_to_tensor(labels, "int32")
+    valid = labels != IGNORE_INDEX
+    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    safe = ops.where(valid, labels, 0)
+    picked = ops.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0]
+    valid = ops.cast(valid, "float32")
+    return -ops.sum(picked * valid) / ops.maximum(ops.sum(valid), 1.0)
+
+
+@register
+class ChronosT5(keras.Model):
+    """The Chronos T5 encoder-decoder, numerically identical to transformers'
+    `T5ForConditionalGeneration`.
+
+    Argument names are those of `transformers.T5Config` so that a checkpoint's
+    `config.json` maps one to one.
+
+    Args:
+        vocab_size: int. Number of tokens (`n_tokens`). Defaults to `4096`.
+        d_model: int. Hidden size.
+        d_kv: int. Size of each attention head.
+        d_ff: int. Feed-forward hidden size.
+        num_layers: int. Encoder blocks.
+        num_decoder_layers: int. Decoder blocks; defaults to `num_layers`.
+        num_heads: int. Attention heads.
+        relative_attention_num_buckets: int. Defaults to `32`.
+        relative_attention_max_distance: int. Defaults to `128`.
+        dropout_rate: float. Defaults to `0.1`.
+        layer_norm_epsilon: float. Defaults to `1e-6`.
+        feed_forward_proj: str. `"relu"` (Chronos) or `"gated-gelu"`, ….
+        tie_word_embeddings: bool. Logits from the shared embedding (scaled by
+            `d_model^-0.5`) instead of a separate `lm_head`. Defaults to `True`.
+        decoder_start_token_id: int. Defaults to `0`.
+        pad_token_id: int. Defaults to `0`.
+        eos_token_id: int. Defaults to `1`.
+        initializer_factor: float. Scales every initial standard deviation;
+            Chronos trains from scratch with `0.05`. Defaults to `1.0`.
+        chronos_config: dict. The checkpoint's `chronos_config` block
+            (tokenizer and forecasting defaults). Defaults to
+            `ChronosConfig()` with `n_tokens = vocab_size`.
+
+    Call arguments:
+        inputs: dict with `input_ids` `(batch, enc_len)`, `attention_mask`
+            `(batch, enc_len)` and either `decoder_input_ids` `(batch, dec_len)`
+            or `labels` (shifted right into decoder inputs).
+
+    Returns:
+        Logits `(batch, dec_len, vocab_size)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = ChronosT5.from_preset("tiny", vocab_size=64, num_layers=1)
+    >>> logits = model({
+    ...     "input_ids": np.full((2, 10), 5),
+    ...     "attention_mask": np.ones((2, 10), bool),
+    ...     "decoder_input_ids": np.zeros((2, 3), "int32"),
+    ... })
+    >>> tuple(logits.shape)
+    (2, 3, 64)
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 4096,
+        d_model: int = 512,
+        d_kv: int = 64,
+        d_ff: int = 2048,
+        num_layers: int = 6,
+        num_decoder_layers: int | None = None,
+        num_heads: int = 8,
+        relative_attention_num_buckets: int = 32,
+        relative_attention_max_distance: int = 128,
+        dropout_rate: float = 0.1,
+        layer_norm_epsilon: float = 1e-6,
+        feed_forward_proj: str = "relu",
+        tie_word_embeddings: bool = True,
+        decoder_start_token_id: int = 0,
+        pad_token_id: int = 0,
+        eos_token_id: int = 1,
+        initializer_factor: float = 1.0,
+        chronos_config: dict[str, Any] | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("d_model", d_model),
+            ("d_kv", d_kv),
+            ("d_ff", d_ff),
+            ("num_layers", num_layers),
+            ("num_heads", num_heads),
+        ):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        num_decoder_layers = num_layers if num_decoder_layers is None else num_decoder_layers
+        chronos = ChronosConfig.from_dict(chronos_config or {"n_tokens": vocab_size})
+        if chronos.n_tokens != vocab_size:
+            raise ValueError(
+                "chronos_config.n_tokens must equal the model's vocab_size. "
+                f"Received: n_tokens={chronos.n_tokens}, vocab_size={vocab_size}"
+            )
+        self.vocab_size = vocab_size
+        self.d_model = d_model
+        self.d_kv = d_kv
+        self.d_ff = d_ff
+        self.num_layers = num_layers
+        self.num_decoder_layers = num_decoder_layers
+        self.num_heads = num_heads
+        self.relative_attention_num_buckets = relative_attention_num_buckets
+        self.relative_attention_max_distance = relative_attention_max_distance
+        self.dropout_rate = dropout_rate
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.feed_forward_proj = feed_forward_proj
+        self.tie_word_embeddings = tie_word_embeddings
+        self.decoder_start_token_id = decoder_start_token_id
+        self.pad_token_id = pad_token_id
+        self.eos_token_id = eos_token_id
+        self.initializer_factor = initializer_factor
+        self.chronos_config = chronos
+
+        factor = initializer_factor
+        # HF `_init_weights`: shared embedding ~ N(0, factor²); relative bias
+        # ~ factor · d_model^-0.5; untied lm_head ~ factor · d_model^-0.5.
+        self.shared = keras.layers.Embedding(
+            vocab_size,
+            d_model,
+            embeddings_initializer=normal_initializer(factor),
+            dtype=self.dtype_policy,
+            name="shared",
+        )
+
+        def blocks(prefix, count, is_decoder):
+            return [
+                T5Block(
+                    num_heads,
+                    d_kv,
+                    d_ff,
+                    is_decoder=is_decoder,
+                    feed_forward_proj=feed_forward_proj,
+                    dropout_rate=dropout_rate,
+                    layer_norm_epsilon=layer_norm_epsilon,
+                    initializer_factor=factor,
+                    dtype=self.dtype_policy,
+                    name=f"{prefix}_block_{i}",
+                )
+                for i in range(count)
+            ]
+
+        def position_bias(name, bidirectional):
+            return T5RelativePositionBias(
+                num_heads,
+                relative_attention_num_buckets,
+                relative_attention_max_distance,
+                bidirectional=bidirectional,
+                initializer_stddev=factor * d_model**-0.5,
+                dtype=self.dtype_policy,
+                name=name,
+            )
+
+        self.encoder_position_bias = position_bias("encoder_position_bias", True)
+        self.encoder_blocks = blocks("encoder", num_layers, False)
+        self.encoder_final_norm = T5LayerNorm(
+            layer_norm_epsilon, dtype=self.dtype_policy, name="encoder_final_norm"
+        )
+        self.decoder_position_bias = position_bias("decoder_position_bias", False)
+        self.decoder_blocks = blocks("decoder", num_decoder_layers, True)
+        self.decoder_final_norm = T5LayerNorm(
+            layer_norm_epsilon, dtype=self.dtype_policy, name="decoder_final_norm"
+        )
+        self.lm_head = None
+        if not tie_word_embeddings:
+            self.lm_head = keras.layers.Dense(
+                vocab_size,
+                use_bias=False,
+                kernel_initializer=normal_initializer(factor * d_model**-0.5),
+                dtype=self.dtype_policy,
+                name="lm_head",
+            )
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+        self.build()
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        hidden = (None, None, self.d_model)
+        self.shared.build((None, None))
+        self.encoder_position_bias.build()
+        self.decoder_position_bias.build()
+        for block in self.encoder_blocks + self.decoder_blocks:
+            block.build(hidden)
+        self.encoder_final_norm.build(hidden)
+        self.decoder_final_norm.build(hidden)
+        if self.lm_head is not None:
+            self.lm_head.build(hidden)
+        self.built = True
+
+    @classmethod
+    def from_preset(cls, size: str, **overrides) -> "ChronosT5":
+        """A randomly initialised model with the shape of a released Chronos size
+        (`"tiny"`, `"mini"`, `"small"`, `"base"`, `"large"`); keyword arguments
+        override any field."""
+        if size not in T5_PRESETS:
+            raise ValueError(f"`size` must be one of {sorted(T5_PRESETS)}. Received: size={size!r}")
+        return cls(**{**T5_PRESETS[size], **overrides})
+
+    # ---- encoder ---------------------------------------------------------------
+
+    def encode(self, input_ids, attention_mask, training=False):
+        """Encoder states `(batch, enc_len, d_model)` of the token ids."""
+        length = ops.shape(input_ids)[1]
+        positions = ops.arange(length, dtype="int32")
+        bias = self.encoder_position_bias(positions, positions) + padding_bias(attention_mask)
+        hidden = self.dropout(self.shared(input_ids), training=training)
+        for block in self.encoder_blocks:
+            hidden, _, _ = block(hidden, self_attention_bias=bias, training=training)
+        hidden = self.encoder_final_norm(hidden)
+        return self.dropout(hidden, training=training)
+
+    # ---- decoder ---------------------------------------------------------------
+
+    def decode(self, decoder_input_ids, encoder_states, attention_mask, training=False):
+        """Decoder hidden states `(batch, dec_len, d_model)` for the whole
+        sequence at once (causal self-attention)."""
+        length = ops.shape(decoder_input_ids)[1]
+        positions = ops.arange(length, dtype="int32")
+        causal = ops.where(positions[None, :] > positions[:, None], MASK_BIAS, 0.0)
+        self_bias = self.decoder_position_bias(positions, positions) + causal[None, None]
+        cross_bias = padding_bias(attention_mask)
+        hidden = self.dropout(self.shared(decoder_input_ids), training=training)
+        for block in self.decoder_blocks:
+            hidden, _, _ = block(
+                hidden,
+                self_attention_bias=self_bias,
+                encoder_states=encoder_states,
+                cross_attention_bias=cross_bias,
+                training=training,
+            )
+        hidden = self.decoder_final_norm(hidden)
+        return self.dropout(hidden, training=training)
+
+    def init_cache(self, encoder_states, batch_size: int, max_length: int):
+        """The decoding cache: zeroed self-attention keys/values of `max_length`
+        steps for `batch_size` rows, and the cross-attention keys/values of the
+        encoder states (computed once; shared by `batch_size // enc_batch`
+        consecutive rows each)."""
+        shape = (batch_size, 2, max_length, self.num_heads, self.d_kv)
+        self_cache = tuple(
+            ops.zeros(shape, self.compute_dtype) for _ in range(self.num_decoder_layers)
+        )
+        cross_cache = tuple(
+            block.cross_attention.project_key_value(encoder_states) for block in self.decoder_blocks
+        )
+        return self_cache, cross_cache
+
+    def decode_step(self, token_ids, cache_index, self_cache, cross_cache, attention_mask):
+        """One cached decoding step.
+
+        Args:
+            token_ids: `(batch, 1)` tokens at position `cache_index`.
+            cache_index: int scalar tensor, the position being decoded.
+            self_cache, cross_cache: from `init_cache` (or a previous step).
+            attention_mask: `(enc_batch, enc_len)` encoder mask.
+
+        Returns:
+            `(hidden, self_cache)`: hidden states `(batch, 1, d_model)` and the
+            updated self-attention cache.
+        """
+        max_length = ops.shape(self_cache[0])[2]
+        keys = ops.arange(max_length, dtype="int32")
+        query = ops.reshape(ops.cast(cache_index, "int32"), (1,))
+        future = ops.where(keys[None, :] > query[:, None], MASK_BIAS, 0.0)  # (1, max_length)
+        self_bias = self.decoder_position_bias(query, keys) + future[None, None]
+        cross_bias = padding_bias(attention_mask)
+        hidden = self.shared(token_ids)
+        new_cache = []
+        for block, layer_cache, layer_cross in zip(self.decoder_blocks, self_cache, cross_cache):
+            hidden, layer_cache, _ = block(
+                hidden,
+                self_attention_bias=self_bias,
+                cross_attention_bias=cross_bias,
+                self_attention_cache=layer_cache,
+                cross_attention_cache=layer_cross,
+                cache_index=cache_index,
+            )
+            new_cache.append(layer_cache)
+        return self.decoder_final_norm(hidden), tuple(new_cache)
+
+    # ---- head ------------------------------------------------------------------
+
+    def compute_logits(self, hidden_states):
+        """Token logits `(..., vocab_size)` from decoder hidden states."""
+        if self.lm_head is not None:
+            return self.lm_head(hidden_states)
+        # Tied embeddings: T5 rescales by d_model^-0.5 before the shared matrix.
+        scaled = hidden_states * (self.d_model**-0.5)
+        return ops.matmul(scaled, ops.transpose(self.shared.embeddings))
+
+    def call(self, inputs, training=False):
+        decoder_input_ids = inputs.get("decoder_input_ids")
+        if decoder_input_ids is None:
+            decoder_input_ids = shift_right(
+                inputs["labels"], self.decoder_start_token_id, self.pad_token_id
+            )
+        encoder_states = self.encode(inputs["input_ids"], inputs["attention_mask"], training)
+        hidden = self.decode(decoder_input_ids, encoder_states, inputs["attention_mask"], training)
+        return self.compute_logits(hidden)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Token cross-entropy against `x["labels"]` (or `y`), ignoring -100."""
+        labels = y if y is not None else x["labels"]
+        loss = masked_cross_entropy(labels, y_pred)
+        return loss + ops.cast(sum(self.losses), "float32") if self.losses else loss
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "d_model": self.d_model,
+            "d_kv": self.d_kv,
+            "d_ff": self.d_ff,
+            "num_layers": self.num_layers,
+            "num_decoder_layers": self.num_decoder_layers,
+            "num_heads": self.num_heads,
+            "relative_attention_num_buckets": self.relative_attention_num_buckets,
+            "relative_attention_max_distance": self.relative_attention_max_distance,
+            "dropout_rate": self.dropout_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "feed_forward_proj": self.feed_forward_proj,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "decoder_start_token_id": self.decoder_start_token_id,
+            "pad_token_id": self.pad_token_id,
+            "eos_token_id": self.eos_token_id,
+            "initializer_factor": self.initializer_factor,
+            "chronos_config": self.chronos_config.to_dict(),
+        }

@@ -1,0 +1,274 @@
+"""ChronosPipeline: probabilistic forecasts from a Chronos model, with the
+reference `chronos.ChronosPipeline` API."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from keras import ops
+
+from chronos_moe import backend, checkpoints
+from chronos_moe.generation import generate_tokens
+from chronos_moe.models.chronos_t5 import ChronosT5
+from chronos_moe.tokenizer import MeanScaleUniformBins, prepare_context
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def _bucket(size: int, cap: int, smallest: int = 1) -> int:
+    """The smallest power of two >= `size` (and >= `smallest`), but at most
+    `max(cap, size)`: a few shapes cover all inputs, so compiled functions are
+    reused instead of recompiled for every new length or batch size."""
+    return min(max(smallest, 1 << (size - 1).bit_length()), max(cap, size))
+
+
+class ChronosPipeline:
+    """Forecasts with a Chronos model: sample paths, quantiles, embeddings.
+
+    Same methods and defaults as the reference `chronos.ChronosPipeline`; inputs
+    may be numpy arrays, lists, or tensors of the active backend, outputs are
+    numpy arrays. Tokenization runs on the host; the encoder and the cached
+    decoding loop run as one compiled function per input shape (JAX) or
+    eagerly without autograd (torch).
+
+    Args:
+        model: `ChronosT5`. Its `chronos_config` sets the tokenizer and defaults.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = ChronosT5.from_preset("tiny", vocab_size=64, num_layers=1,
+    ...     chronos_config={"n_tokens": 64, "context_length": 32, "prediction_length": 4})
+    >>> pipeline = ChronosPipeline(model)
+    >>> samples = pipeline.predict(np.sin(np.arange(40.0)), num_samples=3, seed=0)
+    >>> samples.shape
+    (1, 3, 4)
+    >>> quantiles, mean = pipeline.predict_quantiles(np.arange(20.0), quantile_levels=[0.5])
+    >>> quantiles.shape, mean.shape
+    ((1, 4, 1), (1, 4))
+    """
+
+    def __init__(self, model: ChronosT5):
+        if not isinstance(model, ChronosT5):
+            raise TypeError(
+                f"`model` must be a ChronosT5 model. Received: {type(model).__name__}"
+            )
+        self.model = model
+        self.config = model.chronos_config
+        self.tokenizer = MeanScaleUniformBins.from_config(self.config)
+        self._compiled: dict[tuple, Any] = {}
+
+    # ---- loading and saving ------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike) -> "ChronosPipeline":
+        """Loads a Hugging Face Chronos checkpoint: a local directory (with
+        `config.json` and `model.safetensors`) or a hub id such as
+        `"amazon/chronos-t5-small"` (downloaded with `huggingface_hub`).
+        Pickled weights (`pytorch_model.bin`) are refused."""
+        return cls(checkpoints.load_chronos_t5(path_or_hub_id))
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Writes the model as a Hugging Face Chronos checkpoint that the
+        reference `chronos` package and transformers load."""
+        return checkpoints.save_chronos_t5(self.model, directory)
+
+    @property
+    def model_context_length(self) -> int:
+        return self.config.context_length
+
+    @property
+    def model_prediction_length(self) -> int:
+        return self.config.prediction_length
+
+    # ---- compiled functions --------------------------------------------------------
+
+    def _function(self, key: tuple, fn):
+        if key not in self._compiled:
+            self._compiled[key] = backend.compile_stateless(self.model, fn)
+        return self._compiled[key]
+
+    def _tokenize(self, context: np.ndarray, batch_bucket: int):
+        """Token ids, mask and scale, with the batch and the context length padded
+        to their buckets by all-missing values (masked out: no effect on the
+        real series' results)."""
+        token_ids, mask, scale = self.tokenizer.context_input_transform(context)
+        batch, length = token_ids.shape
+        target = _bucket(length - 1, self.config.context_length, smallest=16) + 1
+        pad_rows, pad_cols = batch_bucket - batch, target - length
+        token_ids = np.pad(token_ids, ((0, pad_rows), (pad_cols, 0)), constant_values=self.config.pad_token_id)
+        mask = np.pad(mask, ((0, pad_rows), (pad_cols, 0)))
+        if pad_rows:
+            mask[batch:, -1] = True  # padding rows keep their EOS so that no row is all-masked
+        return token_ids.astype("int32"), mask, scale, pad_cols
+
+    # ---- forecasting -----------------------------------------------------------------
+
+    def predict(
+        self,
+        inputs: Any,
+        prediction_length: int | None = None,
+        num_samples: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        limit_prediction_length: bool = False,
+        seed: int | None = None,
+        batch_size: int = 256,
+    ) -> np.ndarray:
+        """Samples forecast paths.
+
+        Args:
+            inputs: one series (1-D), a list of series of any lengths (left-padded
+                with NaN), or a 2-D `(n_series, time)` array; NaN marks missing.
+            prediction_length: steps to forecast. Defaults to the model's. Longer
+                horizons are rolled out as the reference does: after each chunk
+                the per-step median of the samples is appended to the context.
+            num_samples, temperature, top_k, top_p: sampling settings; default to
+                the model's `chronos_config`. `top_k=1` is greedy decoding.
+            limit_prediction_length: raise instead of warning when
+                `prediction_length` exceeds the model's.
+            seed: int for reproducible samples; `None` draws a fresh seed.
+            batch_size: series per compiled call (bounds memory).
+
+        Returns:
+            float32 array `(n_series, num_samples, prediction_length)`.
+        """
+        config = self.config
+        prediction_length = _positive_int(
+            "prediction_length", config.prediction_length if prediction_length is None else prediction_length
+        )
+        num_samples = _positive_int("num_samples", config.num_samples if num_samples is None else num_samples)
+        top_k = _positive_int("top_k", config.top_k if top_k is None else top_k)
+        batch_size = _positive_int("batch_size", batch_size)
+        temperature = float(config.temperature if temperature is None else temperature)
+        top_p = float(config.top_p if top_p is None else top_p)
+        if not temperature > 0:
+            raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"`top_p` must be in (0, 1]. Received: top_p={top_p}")
+        context = prepare_context(inputs)
+        if prediction_length > config.prediction_length:
+            message = (
+                f"prediction_length={prediction_length} exceeds the model's "
+                f"prediction_length={config.prediction_length}; longer forecasts are rolled "
+                "out autoregressively and may degrade."
+            )
+            if limit_prediction_length:
+                raise ValueError(message + " Set `limit_prediction_length=False` to allow it.")
+            logger.warning(message)
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**31 - 1))
+
+        top_k = min(top_k, self.model.vocab_size)
+        chunks, remaining, round_index = [], prediction_length, 0
+        while remaining > 0:
+            horizon = min(remaining, config.prediction_length)
+            samples = np.concatenate(
+                [
+                    self._sample_chunk(
+                        context[start : start + batch_size],
+                        horizon,
+                        num_samples,
+                        temperature,
+                        top_k,
+                        top_p,
+                        seed + 7919 * round_index + start,
+                        batch_size,
+                    )
+                    for start in range(0, context.shape[0], batch_size)
+                ]
+            )
+            chunks.append(samples)
+            remaining -= horizon
+            round_index += 1
+            if remaining > 0:
+                # torch.median (the reference) takes the lower middle value.
+                median = np.sort(samples, axis=1)[:, (num_samples - 1) // 2, :]
+                context = np.concatenate([context, median], axis=-1)
+        return np.concatenate(chunks, axis=-1).astype(np.float32)
+
+    def _sample_chunk(self, context, horizon, num_samples, temperature, top_k, top_p, seed, batch_size):
+        batch = context.shape[0]
+        token_ids, mask, scale, _ = self._tokenize(context, _bucket(batch, batch_size))
+        use_top_p = top_p < 1.0
+
+        def sample(input_ids, attention_mask, seed, temperature, top_p):
+            return generate_tokens(
+                self.model,
+                input_ids,
+                attention_mask,
+                seed,
+                temperature,
+                top_p,
+                prediction_length=horizon,
+                num_samples=num_samples,
+                top_k=top_k,
+                use_top_p=use_top_p,
+            )
+
+        function = self._function(("sample", horizon, num_samples, top_k, use_top_p), sample)
+        tokens = function(
+            ops.convert_to_tensor(token_ids),
+            ops.convert_to_tensor(mask),
+            ops.convert_to_tensor(np.int32(seed % (2**31 - 1))),
+            ops.convert_to_tensor(np.float32(temperature)),
+            ops.convert_to_tensor(np.float32(top_p)),
+        )
+        tokens = ops.convert_to_numpy(tokens)[:batch]
+        return self.tokenizer.output_transform(tokens, scale)
+
+    def predict_quantiles(
+        self,
+        inputs: Any,
+        prediction_length: int | None = None,
+        quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
+        **predict_kwargs,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Quantile and mean forecasts from the sample paths of `predict`.
+
+        Quantiles interpolate linearly between the sorted samples (as
+        `torch.quantile`).
+
+        Returns:
+            `(quantiles, mean)`: float32 `(n_series, prediction_length,
+            n_quantiles)` and `(n_series, prediction_length)`.
+        """
+        levels = np.asarray(quantile_levels, dtype=np.float64)
+        if levels.ndim != 1 or levels.size == 0 or not np.all((levels > 0) & (levels < 1)):
+            raise ValueError(
+                "`quantile_levels` must be a non-empty list of numbers in (0, 1). "
+                f"Received: quantile_levels={list(quantile_levels)!r}"
+            )
+        samples = self.predict(inputs, prediction_length=prediction_length, **predict_kwargs)
+        quantiles = np.quantile(samples, levels, axis=1).transpose(1, 2, 0)
+        return quantiles.astype(np.float32), samples.mean(axis=1).astype(np.float32)
+
+    def embed(self, context: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Encoder embeddings of the series.
+
+        Returns:
+            `(embeddings, scale)`: float32 `(n_series, time + 1, d_model)` (time is
+            the context length after truncation to the model's; + 1 for EOS) and
+            the per-series scale `(n_series,)`.
+        """
+        context = prepare_context(context)
+        batch = context.shape[0]
+        token_ids, mask, scale, pad_cols = self._tokenize(context, batch)
+        function = self._function(("encode",), lambda ids, m: self.model.encode(ids, m))
+        states = ops.convert_to_numpy(
+            function(ops.convert_to_tensor(token_ids), ops.convert_to_tensor(mask))
+        )
+        return states[:batch, pad_cols:].astype(np.float32), scale
