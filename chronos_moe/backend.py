@@ -15,7 +15,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 SUPPORTED_BACKENDS = ("torch", "jax")
 
@@ -111,7 +112,9 @@ def compile_stateless(model: keras.Layer, fn: Callable[..., Any]) -> Callable[..
         import jax
 
         def pure(values, *args):
-            with keras.StatelessScope(state_mapping=list(zip(model.variables, values))):
+            with keras.StatelessScope(
+                state_mapping=list(zip(model.variables, values, strict=True))
+            ):
                 return fn(*args)
 
         jitted = jax.jit(pure)

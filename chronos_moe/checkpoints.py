@@ -85,7 +85,8 @@ def resolve_checkpoint(path_or_hub_id: str | os.PathLike) -> Path:
         )
     except Exception as error:  # network, unknown repo, auth: say what was tried
         raise CheckpointError(
-            f"Could not fetch {name!r} from the Hugging Face hub ({type(error).__name__}: {error}). "
+            f"Could not fetch {name!r} from the Hugging Face hub "
+            f"({type(error).__name__}: {error}). "
             "Pass a local checkpoint directory, or check the id and the network."
         ) from error
     return Path(local)
@@ -101,7 +102,9 @@ def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig]:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{config_path} is not valid JSON: {error}") from error
     if not isinstance(raw, dict):
-        raise CheckpointError(f"{config_path} must hold a JSON object. Received: {type(raw).__name__}")
+        raise CheckpointError(
+            f"{config_path} must hold a JSON object. Received: {type(raw).__name__}"
+        )
     if "chronos_config" not in raw:
         raise CheckpointError(
             f"{config_path} has no `chronos_config` block: not a Chronos checkpoint."
@@ -173,7 +176,9 @@ def hf_weight_map(model: ChronosT5) -> dict[str, tuple[Any, bool]]:
                 )
             for name, attention, norm, index in attentions:
                 for short, dense in zip(
-                    "qkvo", (attention.query, attention.key, attention.value, attention.output_dense)
+                    "qkvo",
+                    (attention.query, attention.key, attention.value, attention.output_dense),
+                    strict=True,
                 ):
                     mapping[f"{prefix}.{name}.{short}.weight"] = (dense.kernel, True)
                 mapping[f"{prefix}.{index}.layer_norm.weight"] = (norm.scale, False)
@@ -210,9 +215,7 @@ def assign_hf_weights(model: ChronosT5, tensors: dict[str, np.ndarray], source: 
     if missing:
         problems.append(f"missing weights {missing[:5]}{' …' if len(missing) > 5 else ''}")
     if unexpected:
-        problems.append(
-            f"unexpected weights {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}"
-        )
+        problems.append(f"unexpected weights {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
     if wrong_shapes:
         problems.append("shapes that do not match the config: " + "; ".join(wrong_shapes[:5]))
     if problems:
@@ -233,7 +236,9 @@ def load_chronos_t5(path_or_hub_id: str | os.PathLike) -> ChronosT5:
     try:
         model = ChronosT5(**kwargs)
     except (TypeError, ValueError) as error:
-        raise CheckpointError(f"Invalid model config in {directory / CONFIG_NAME}: {error}") from error
+        raise CheckpointError(
+            f"Invalid model config in {directory / CONFIG_NAME}: {error}"
+        ) from error
     assign_hf_weights(model, tensors, source=str(directory))
     return model
 
@@ -246,8 +251,9 @@ def hf_config(model: ChronosT5) -> dict[str, Any]:
         model_type="t5",
         is_encoder_decoder=True,
         use_cache=True,
-        dense_act_fn="gelu_new" if model.feed_forward_proj == "gated-gelu" else
-        model.feed_forward_proj.split("-")[-1],
+        dense_act_fn="gelu_new"
+        if model.feed_forward_proj == "gated-gelu"
+        else model.feed_forward_proj.split("-")[-1],
         is_gated_act=model.feed_forward_proj.startswith("gated-"),
         dtype="float32",
         chronos_config=model.chronos_config.to_dict(),
@@ -277,7 +283,9 @@ def save_chronos_t5(model: ChronosT5, directory: str | os.PathLike) -> Path:
 
 
 def _write_atomically(target: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+    )
     os.close(handle)
     try:
         write(temporary)

@@ -66,7 +66,10 @@ class ChronosConfig:
                     f"Received: {name}={value}"
                 )
         kwargs = dict(self.tokenizer_kwargs)
-        if set(kwargs) != {"low_limit", "high_limit"} or not kwargs["low_limit"] < kwargs["high_limit"]:
+        if (
+            set(kwargs) != {"low_limit", "high_limit"}
+            or not kwargs["low_limit"] < kwargs["high_limit"]
+        ):
             raise ValueError(
                 "`tokenizer_kwargs` must be {'low_limit': a, 'high_limit': b} with a < b. "
                 f"Received: tokenizer_kwargs={kwargs!r}"
@@ -77,7 +80,7 @@ class ChronosConfig:
             raise ValueError(f"`top_p` must be in (0, 1]. Received: top_p={self.top_p}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ChronosConfig":
+    def from_dict(cls, values: dict[str, Any]) -> ChronosConfig:
         """Builds the config from a ``chronos_config`` dict, naming unknown keys."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)

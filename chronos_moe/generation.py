@@ -44,7 +44,9 @@ def filter_logits(logits, temperature, top_k: int, top_p, use_top_p: bool, banne
         # A prefix of the ascending order is dropped: the tokens whose cumulative
         # probability stays <= 1 - top_p; the most likely token always stays.
         dropped = ops.cast(cumulative[:, :-1] <= 1.0 - top_p, "int32")
-        threshold = ops.take_along_axis(ascending, ops.sum(dropped, axis=-1, keepdims=True), axis=-1)
+        threshold = ops.take_along_axis(
+            ascending, ops.sum(dropped, axis=-1, keepdims=True), axis=-1
+        )
         logits = ops.where(logits < threshold, negative_infinity, logits)
     return logits
 
@@ -72,8 +74,8 @@ def generate_tokens(
     """Samples `num_samples` token paths of `prediction_length` per series.
 
     Args:
-        model: a `ChronosT5` (or a model with the same `encode`, `init_cache`,
-            `decode_step` and `compute_logits`).
+        model: a `ChronosT5` or `ChronosMoE` (`encode`, `init_cache`,
+            `decode_step`, `logits_function`).
         input_ids, attention_mask: `(batch, enc_len)` tokenized contexts.
         seed: int scalar; the draws are a deterministic function of it.
         temperature, top_p: float scalars.
@@ -86,6 +88,7 @@ def generate_tokens(
     rows = batch * num_samples
     encoder_states = model.encode(input_ids, attention_mask)
     self_cache, cross_cache = model.init_cache(encoder_states, rows, prediction_length)
+    compute_logits = model.logits_function(encoder_states, attention_mask)
     tokens = ops.zeros((rows, prediction_length), "int32")
     start = ops.full((rows, 1), model.decoder_start_token_id, "int32")
 
@@ -94,10 +97,8 @@ def generate_tokens(
         hidden, self_cache = model.decode_step(
             previous, index, self_cache, cross_cache, attention_mask
         )
-        logits = ops.cast(model.compute_logits(hidden)[:, 0, :], "float32")  # (rows, vocab)
-        logits = filter_logits(
-            logits, temperature, top_k, top_p, use_top_p, model.eos_token_id
-        )
+        logits = ops.cast(compute_logits(hidden)[:, 0, :], "float32")  # (rows, vocab)
+        logits = filter_logits(logits, temperature, top_k, top_p, use_top_p, model.eos_token_id)
         uniform = backend.uniform_noise(seed, index, tuple(logits.shape))
         chosen = sample_from_logits(logits, uniform)[:, None]  # (rows, 1)
         tokens = ops.slice_update(tokens, (0, index), chosen)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from keras import ops
@@ -14,6 +15,7 @@ from keras import ops
 from chronos_moe import backend, checkpoints
 from chronos_moe.generation import generate_tokens
 from chronos_moe.models.chronos_t5 import ChronosT5
+from chronos_moe.moe.model import ChronosMoE
 from chronos_moe.tokenizer import MeanScaleUniformBins, prepare_context
 
 logger = logging.getLogger(__name__)
@@ -60,10 +62,10 @@ class ChronosPipeline:
     ((1, 4, 1), (1, 4))
     """
 
-    def __init__(self, model: ChronosT5):
-        if not isinstance(model, ChronosT5):
+    def __init__(self, model: ChronosT5 | ChronosMoE):
+        if not isinstance(model, (ChronosT5, ChronosMoE)):
             raise TypeError(
-                f"`model` must be a ChronosT5 model. Received: {type(model).__name__}"
+                f"`model` must be a ChronosT5 or ChronosMoE model. Received: {type(model).__name__}"
             )
         self.model = model
         self.config = model.chronos_config
@@ -73,7 +75,7 @@ class ChronosPipeline:
     # ---- loading and saving ------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike) -> "ChronosPipeline":
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike) -> ChronosPipeline:
         """Loads a Hugging Face Chronos checkpoint: a local directory (with
         `config.json` and `model.safetensors`) or a hub id such as
         `"amazon/chronos-t5-small"` (downloaded with `huggingface_hub`).
@@ -108,7 +110,9 @@ class ChronosPipeline:
         batch, length = token_ids.shape
         target = _bucket(length - 1, self.config.context_length, smallest=16) + 1
         pad_rows, pad_cols = batch_bucket - batch, target - length
-        token_ids = np.pad(token_ids, ((0, pad_rows), (pad_cols, 0)), constant_values=self.config.pad_token_id)
+        token_ids = np.pad(
+            token_ids, ((0, pad_rows), (pad_cols, 0)), constant_values=self.config.pad_token_id
+        )
         mask = np.pad(mask, ((0, pad_rows), (pad_cols, 0)))
         if pad_rows:
             mask[batch:, -1] = True  # padding rows keep their EOS so that no row is all-masked
@@ -148,9 +152,12 @@ class ChronosPipeline:
         """
         config = self.config
         prediction_length = _positive_int(
-            "prediction_length", config.prediction_length if prediction_length is None else prediction_length
+            "prediction_length",
+            config.prediction_length if prediction_length is None else prediction_length,
         )
-        num_samples = _positive_int("num_samples", config.num_samples if num_samples is None else num_samples)
+        num_samples = _positive_int(
+            "num_samples", config.num_samples if num_samples is None else num_samples
+        )
         top_k = _positive_int("top_k", config.top_k if top_k is None else top_k)
         batch_size = _positive_int("batch_size", batch_size)
         temperature = float(config.temperature if temperature is None else temperature)
@@ -200,7 +207,9 @@ class ChronosPipeline:
                 context = np.concatenate([context, median], axis=-1)
         return np.concatenate(chunks, axis=-1).astype(np.float32)
 
-    def _sample_chunk(self, context, horizon, num_samples, temperature, top_k, top_p, seed, batch_size):
+    def _sample_chunk(
+        self, context, horizon, num_samples, temperature, top_k, top_p, seed, batch_size
+    ):
         batch = context.shape[0]
         token_ids, mask, scale, _ = self._tokenize(context, _bucket(batch, batch_size))
         use_top_p = top_p < 1.0
@@ -272,3 +281,27 @@ class ChronosPipeline:
             function(ops.convert_to_tensor(token_ids), ops.convert_to_tensor(mask))
         )
         return states[:batch, pad_cols:].astype(np.float32), scale
+
+    def route(self, context: Any) -> dict[str, np.ndarray]:
+        """The experts a `ChronosMoE` model chooses for each series.
+
+        Returns:
+            dict of numpy arrays: `expert_indices` `(n_series, top_k)`, `gates`
+            `(n_series, top_k)`, `router_probs` `(n_series, num_experts)`.
+        """
+        if not isinstance(self.model, ChronosMoE):
+            raise TypeError(
+                "`route` needs a ChronosMoE model (build one with build_moe_chronos). "
+                f"Received: {type(self.model).__name__}"
+            )
+        context = prepare_context(context)
+        batch = context.shape[0]
+        token_ids, mask, _, _ = self._tokenize(context, batch)
+
+        def route(ids, attention_mask):
+            routing = self.model.route(self.model.encode(ids, attention_mask), attention_mask)
+            return {key: routing[key] for key in ("expert_indices", "gates", "router_probs")}
+
+        function = self._function(("route",), route)
+        routing = function(ops.convert_to_tensor(token_ids), ops.convert_to_tensor(mask))
+        return {key: ops.convert_to_numpy(value)[:batch] for key, value in routing.items()}

@@ -18,7 +18,7 @@ register = keras.saving.register_keras_serializable(package="chronos_moe")
 
 # A large negative additive bias for masked attention positions. Like
 # transformers we use the float32 minimum: exp(min - max) is exactly 0.
-MASK_BIAS = float(-3.4028234663852886e38)
+MASK_BIAS = -3.4028234663852886e38
 
 
 def normal_initializer(stddev: float) -> keras.initializers.Initializer:
@@ -143,9 +143,9 @@ class T5RelativePositionBias(keras.layers.Layer):
         )
 
     def call(self, query_positions, key_positions):
-        relative = ops.cast(key_positions, "int32")[None, :] - ops.cast(query_positions, "int32")[
-            :, None
-        ]  # (q_len, k_len)
+        relative = (
+            ops.cast(key_positions, "int32")[None, :] - ops.cast(query_positions, "int32")[:, None]
+        )  # (q_len, k_len)
         buckets = relative_position_bucket(
             relative, self.bidirectional, self.num_buckets, self.max_distance
         )
@@ -292,7 +292,9 @@ class T5Attention(keras.layers.Layer):
         # between large logits; cast back for the value product.
         weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), scores.dtype)
         weights = self.dropout(weights, training=training)
-        context = ops.einsum("bhqk,bkhd->bqhd", weights, value)  # (kv_batch, group·q_len, heads, d_kv)
+        context = ops.einsum(
+            "bhqk,bkhd->bqhd", weights, value
+        )  # (kv_batch, group·q_len, heads, d_kv)
         context = ops.reshape(context, (batch, q_len, self.num_heads * self.key_value_dim))
         return self.output_dense(context), key_values
 

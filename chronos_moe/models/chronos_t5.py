@@ -243,7 +243,7 @@ class ChronosT5(keras.Model):
         self.built = True
 
     @classmethod
-    def from_preset(cls, size: str, **overrides) -> "ChronosT5":
+    def from_preset(cls, size: str, **overrides) -> ChronosT5:
         """A randomly initialised model with the shape of a released Chronos size
         (`"tiny"`, `"mini"`, `"small"`, `"base"`, `"large"`); keyword arguments
         override any field."""
@@ -321,7 +321,9 @@ class ChronosT5(keras.Model):
         cross_bias = padding_bias(attention_mask)
         hidden = self.shared(token_ids)
         new_cache = []
-        for block, layer_cache, layer_cross in zip(self.decoder_blocks, self_cache, cross_cache):
+        for block, layer_cache, layer_cross in zip(
+            self.decoder_blocks, self_cache, cross_cache, strict=True
+        ):
             hidden, layer_cache, _ = block(
                 hidden,
                 self_attention_bias=self_bias,
@@ -342,6 +344,11 @@ class ChronosT5(keras.Model):
         # Tied embeddings: T5 rescales by d_model^-0.5 before the shared matrix.
         scaled = hidden_states * (self.d_model**-0.5)
         return ops.matmul(scaled, ops.transpose(self.shared.embeddings))
+
+    def logits_function(self, encoder_states, attention_mask):
+        """The map from decoder hidden states to logits for these series. The
+        dense head does not depend on them; `ChronosMoE` routes here."""
+        return self.compute_logits
 
     def call(self, inputs, training=False):
         decoder_input_ids = inputs.get("decoder_input_ids")

@@ -1,0 +1,100 @@
+"""MoEExpertHead: per-series experts over the decoder output, mixed at the
+logit level. Each series runs only its k chosen experts."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from chronos_moe.layers.t5 import normal_initializer, register
+
+
+@register
+class MoEExpertHead(keras.layers.Layer):
+    """`num_experts` experts, each a residual feed-forward block plus its own
+    prediction head over the token vocabulary.
+
+    Expert `e` maps decoder hidden states `h` to logits
+    `(h + relu(h W_up[e]) W_down[e]) W_head[e]`; a series' logits are the
+    gate-weighted sum over its chosen experts. The chosen experts' weights are
+    gathered per series, so compute and memory grow with `top_k`, never with
+    `num_experts`; an expert no series chose receives no gradient.
+
+    `W_down` starts at zero (each residual block starts as the identity); the
+    heads are set by `build_moe_chronos` to the base model's output matrix, so
+    a fresh MoE model forecasts exactly like its base.
+
+    Args:
+        num_experts: int. Number of experts.
+        vocab_size: int. Token vocabulary (logits per position).
+        intermediate_dim: int. Hidden width of each expert's feed-forward block.
+
+    Call arguments:
+        hidden_states: `(rows, len, d_model)` decoder outputs. `rows` is a
+            multiple of the routed batch: consecutive groups of
+            `rows // batch` rows (the samples of one series) share its experts.
+        expert_indices: int `(batch, top_k)`.
+        gates: `(batch, top_k)`, summing to 1 per series.
+
+    Returns:
+        Logits `(rows, len, vocab_size)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> head = MoEExpertHead(num_experts=4, vocab_size=10, intermediate_dim=8)
+    >>> logits = head(np.ones((6, 3, 16), "float32"), np.array([[0, 2], [3, 1]]),
+    ...               np.full((2, 2), 0.5, "float32"))
+    >>> tuple(logits.shape)
+    (6, 3, 10)
+    """
+
+    def __init__(self, num_experts: int, vocab_size: int, intermediate_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_experts = num_experts
+        self.vocab_size = vocab_size
+        self.intermediate_dim = intermediate_dim
+
+    def build(self, hidden_states_shape, expert_indices_shape=None, gates_shape=None):
+        d_model = hidden_states_shape[-1]
+        self.up = self.add_weight(
+            name="up",
+            shape=(self.num_experts, d_model, self.intermediate_dim),
+            initializer=normal_initializer(d_model**-0.5),  # as T5's wi
+        )
+        self.down = self.add_weight(
+            name="down",
+            shape=(self.num_experts, self.intermediate_dim, d_model),
+            initializer="zeros",
+        )
+        self.head = self.add_weight(
+            name="head",
+            shape=(self.num_experts, d_model, self.vocab_size),
+            initializer=normal_initializer(d_model**-0.5),  # overwritten by build_moe_chronos
+        )
+
+    def call(self, hidden_states, expert_indices, gates):
+        rows, length, d_model = ops.shape(hidden_states)
+        batch = ops.shape(expert_indices)[0]
+        hidden = ops.reshape(hidden_states, (batch, (rows // batch) * length, d_model))
+        up = ops.take(self.up, expert_indices, axis=0)  # (batch, k, d_model, inner)
+        down = ops.take(self.down, expert_indices, axis=0)  # (batch, k, inner, d_model)
+        head = ops.take(self.head, expert_indices, axis=0)  # (batch, k, d_model, vocab)
+        inner = ops.relu(ops.einsum("btd,bkdf->bktf", hidden, up))  # (batch, k, t, inner)
+        expert_hidden = hidden[:, None] + ops.einsum("bktf,bkfd->bktd", inner, down)
+        logits = ops.einsum("bktd,bkdv->bktv", expert_hidden, head)  # (batch, k, t, vocab)
+        mixed = ops.einsum("bk,bktv->btv", ops.cast(gates, logits.dtype), logits)
+        return ops.reshape(mixed, (rows, length, self.vocab_size))
+
+    def compute_output_spec(self, hidden_states, expert_indices, gates):
+        return keras.KerasTensor(
+            (*hidden_states.shape[:2], self.vocab_size), dtype=self.compute_dtype
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_experts": self.num_experts,
+            "vocab_size": self.vocab_size,
+            "intermediate_dim": self.intermediate_dim,
+        }
