@@ -1,0 +1,284 @@
+"""Training configuration: the reference training script's YAML fields plus the
+Mixture-of-Experts and backend fields, validated before anything is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from chronos_moe.config import T5_PRESETS
+
+SCHEDULERS = ("linear", "cosine", "constant")
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Everything a training run needs, with the reference script's defaults.
+
+    Keys and meanings follow the Chronos reference training script
+    (`scripts/training/train.py`); the MoE keys and `backend` are ours. Read a
+    YAML file with `TrainingConfig.from_yaml(path)`: unknown keys and values of
+    the wrong type are errors that name the key.
+
+    Example:
+
+    >>> config = TrainingConfig(training_data_paths=["a.arrow"], probability=[1.0])
+    >>> config.context_length, config.learning_rate, config.use_moe
+    (512, 0.001, False)
+    """
+
+    # Data.
+    training_data_paths: list[str] = dataclasses.field(default_factory=list)
+    probability: list[float] | None = None
+    validation_data_paths: list[str] | None = None
+    context_length: int = 512
+    prediction_length: int = 64
+    min_past: int = 64
+    max_missing_prop: float = 0.9
+    shuffle_buffer_length: int = 100
+    # Optimisation.
+    max_steps: int = 200_000
+    save_steps: int = 50_000
+    log_steps: int = 500
+    per_device_train_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    lr_scheduler_type: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    mixed_precision: bool = False
+    seed: int = 42
+    # Model.
+    model_id: str = "google/t5-efficient-tiny"
+    model_type: Literal["seq2seq"] = "seq2seq"
+    random_init: bool = True
+    tie_embeddings: bool = True
+    initializer_factor: float = 0.05
+    # Tokenizer and forecasting defaults (the checkpoint's chronos_config).
+    tokenizer_class: Literal["MeanScaleUniformBins"] = "MeanScaleUniformBins"
+    tokenizer_kwargs: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"low_limit": -15.0, "high_limit": 15.0}
+    )
+    n_tokens: int = 4096
+    n_special_tokens: int = 2
+    pad_token_id: int = 0
+    eos_token_id: int = 1
+    use_eos_token: bool = True
+    num_samples: int = 20
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 1.0
+    # Mixture of experts.
+    use_moe: bool = False
+    num_experts: int = 4
+    num_active_experts: int = 2
+    load_balancing_weight: float = 0.01
+    router_z_loss_weight: float = 0.0
+    router_hidden_dim: int = 128
+    expert_hidden_dim: int | None = None
+    router_jitter_noise: float = 0.0
+    freeze_base: bool = False
+    # Run.
+    output_dir: str = "./output/"
+    save_total_limit: int | None = None
+    backend: Literal["torch", "jax"] | None = None
+
+    def __post_init__(self) -> None:
+        for name, annotation in typing.get_type_hints(type(self)).items():
+            if not _matches(getattr(self, name), annotation):
+                value = getattr(self, name)
+                raise ConfigError(
+                    f"`{name}` must be of type {_describe(annotation)}. "
+                    f"Received: {name}={value!r} ({type(value).__name__})"
+                )
+        positive = (
+            "context_length",
+            "prediction_length",
+            "max_steps",
+            "save_steps",
+            "log_steps",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "n_tokens",
+            "num_samples",
+            "top_k",
+            "num_experts",
+            "num_active_experts",
+            "router_hidden_dim",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                _fail(name, getattr(self, name), "a positive integer")
+        if self.min_past < 1:
+            _fail("min_past", self.min_past, "an integer >= 1")
+        if self.shuffle_buffer_length < 0:
+            _fail("shuffle_buffer_length", self.shuffle_buffer_length, "an integer >= 0")
+        for name in ("learning_rate", "temperature", "initializer_factor"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                _fail(name, value, "a finite number > 0")
+        for name in ("weight_decay", "load_balancing_weight", "router_z_loss_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                _fail(name, value, "a finite number >= 0")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
+            _fail(
+                "max_grad_norm", self.max_grad_norm, "a finite number >= 0 (0 turns clipping off)"
+            )
+        for name in ("warmup_ratio", "max_missing_prop", "router_jitter_noise"):
+            value = getattr(self, name)
+            if not (0 <= value <= 1):
+                _fail(name, value, "a number in [0, 1]")
+        if not 0 < self.top_p <= 1:
+            _fail("top_p", self.top_p, "a number in (0, 1]")
+        if self.num_active_experts > self.num_experts:
+            raise ConfigError(
+                "`num_active_experts` must be <= `num_experts`. Received: "
+                f"num_active_experts={self.num_active_experts}, num_experts={self.num_experts}"
+            )
+        if not self.training_data_paths:
+            _fail("training_data_paths", self.training_data_paths, "a non-empty list of files")
+        if self.probability is not None:
+            if len(self.probability) != len(self.training_data_paths):
+                raise ConfigError(
+                    "`probability` needs one entry per training data path: "
+                    f"{len(self.training_data_paths)} paths, "
+                    f"{len(self.probability)} probabilities. "
+                    f"Received: probability={self.probability}"
+                )
+            if any(not (math.isfinite(p) and p >= 0) for p in self.probability):
+                _fail("probability", self.probability, "finite numbers >= 0")
+            if abs(sum(self.probability) - 1.0) > 1e-6:
+                _fail("probability", self.probability, "numbers that sum to 1")
+        if self.random_init and self.model_size is None:
+            raise ConfigError(
+                "With `random_init: true`, `model_id` must name a size preset "
+                f"({sorted(T5_PRESETS)}) or 'google/t5-efficient-<size>'. "
+                f"Received: model_id={self.model_id!r}"
+            )
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            _fail("save_total_limit", self.save_total_limit, "an integer >= 1 or null")
+
+    @property
+    def model_size(self) -> str | None:
+        """The size preset named by `model_id` (`tiny`, `google/t5-efficient-tiny`)."""
+        name = self.model_id.rsplit("/", 1)[-1].removeprefix("t5-efficient-")
+        return name if name in T5_PRESETS else None
+
+    @property
+    def chronos_config(self) -> dict[str, Any]:
+        """The `chronos_config` block this run's checkpoints carry."""
+        return {
+            "tokenizer_class": self.tokenizer_class,
+            "tokenizer_kwargs": dict(self.tokenizer_kwargs),
+            "context_length": self.context_length,
+            "prediction_length": self.prediction_length,
+            "n_tokens": self.n_tokens,
+            "n_special_tokens": self.n_special_tokens,
+            "pad_token_id": self.pad_token_id,
+            "eos_token_id": self.eos_token_id,
+            "use_eos_token": self.use_eos_token,
+            "model_type": self.model_type,
+            "num_samples": self.num_samples,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
+        if not isinstance(values, dict):
+            raise ConfigError(
+                "A training config is a mapping of keys to values. "
+                f"Received: {type(values).__name__}"
+            )
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"Unknown config key(s) {unknown}. Known keys: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainingConfig:
+        """Reads and validates a YAML config file."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise ConfigError(f"Cannot read config file {str(path)!r}: {error.strerror}") from error
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {error}") from error
+        try:
+            return cls.from_dict(values or {})
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from error
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **changes: Any) -> TrainingConfig:
+        return dataclasses.replace(self, **changes)
+
+    def fingerprint(self, keys: tuple[str, ...]) -> str:
+        """A short hash of the given keys' values (to refuse incompatible resumes)."""
+        chosen = {key: getattr(self, key) for key in keys}
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fail(name: str, value: Any, expected: str) -> typing.NoReturn:
+    raise ConfigError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+
+
+def _describe(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    origin = typing.get_origin(expected)
+    if expected is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, option) for option in typing.get_args(expected))
+    if origin is Literal:
+        return value in typing.get_args(expected)
+    if expected is type(None):
+        return value is None
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(expected)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        key_type, value_type = typing.get_args(expected)
+        return isinstance(value, dict) and all(
+            _matches(k, key_type) and _matches(v, value_type) for k, v in value.items()
+        )
+    return isinstance(value, expected)
