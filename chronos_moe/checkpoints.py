@@ -20,6 +20,7 @@ import safetensors.numpy
 
 from chronos_moe.config import ChronosConfig
 from chronos_moe.models.chronos_t5 import ChronosT5
+from chronos_moe.moe.model import ChronosMoE
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -28,6 +29,18 @@ PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 # Names transformers may write for the tied embedding; they alias `shared.weight`.
 TIED_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+# The config.json block describing the experts of a ChronosMoE checkpoint.
+MOE_CONFIG_KEY = "chronos_moe_config"
+MOE_CONFIG_KEYS = (
+    "num_experts",
+    "top_k",
+    "load_balancing_weight",
+    "router_z_loss_weight",
+    "router_hidden_dim",
+    "expert_hidden_dim",
+    "router_jitter_noise",
+)
 
 # ChronosT5 arguments read from config.json (transformers' T5Config names).
 T5_CONFIG_KEYS = (
@@ -155,8 +168,21 @@ def read_weights(directory: Path) -> dict[str, np.ndarray]:
     raise CheckpointError(f"No {WEIGHTS_NAME} in checkpoint directory {str(directory)!r}.")
 
 
-def hf_weight_map(model: ChronosT5) -> dict[str, tuple[Any, bool]]:
-    """Maps each transformers T5 weight name to `(keras variable, transposed)`."""
+def hf_weight_map(model: ChronosT5 | ChronosMoE) -> dict[str, tuple[Any, bool]]:
+    """Maps each checkpoint weight name to `(keras variable, transposed)`.
+
+    Dense weights carry transformers' T5 names; a `ChronosMoE` adds its router
+    and experts under `moe.` (`moe.router.hidden.kernel`, `moe.experts.head`, …),
+    so the reference `chronos` package still reads the base model."""
+    if isinstance(model, ChronosMoE):
+        mapping = hf_weight_map(model.base)
+        router, experts = model.router, model.experts
+        for layer in (router.hidden, router.logits):
+            mapping[f"moe.router.{layer.name}.kernel"] = (layer.kernel, False)
+            mapping[f"moe.router.{layer.name}.bias"] = (layer.bias, False)
+        for name in ("up", "down", "head"):
+            mapping[f"moe.experts.{name}"] = (getattr(experts, name), False)
+        return mapping
     mapping: dict[str, tuple[Any, bool]] = {"shared.weight": (model.shared.embeddings, False)}
     stacks = (
         ("encoder", model.encoder_blocks, model.encoder_position_bias, model.encoder_final_norm),
@@ -196,11 +222,14 @@ def hf_weight_map(model: ChronosT5) -> dict[str, tuple[Any, bool]]:
     return mapping
 
 
-def assign_hf_weights(model: ChronosT5, tensors: dict[str, np.ndarray], source: str = "") -> None:
+def assign_hf_weights(
+    model: ChronosT5 | ChronosMoE, tensors: dict[str, np.ndarray], source: str = ""
+) -> None:
     """Copies transformers-named tensors into `model`, after checking that every
     name and shape matches (nothing is assigned when anything is wrong)."""
     mapping = hf_weight_map(model)
-    ignorable = set(TIED_ALIASES) | ({"lm_head.weight"} if model.lm_head is None else set())
+    base = model.base if isinstance(model, ChronosMoE) else model
+    ignorable = set(TIED_ALIASES) | ({"lm_head.weight"} if base.lm_head is None else set())
     missing = sorted(set(mapping) - set(tensors))
     unexpected = sorted(set(tensors) - set(mapping) - ignorable)
     wrong_shapes = []
@@ -228,23 +257,51 @@ def assign_hf_weights(model: ChronosT5, tensors: dict[str, np.ndarray], source: 
         variable.assign(np.ascontiguousarray(value).astype(variable.dtype))
 
 
-def load_chronos_t5(path_or_hub_id: str | os.PathLike) -> ChronosT5:
-    """A `ChronosT5` with the weights of a Hugging Face Chronos checkpoint."""
+def load_chronos(path_or_hub_id: str | os.PathLike) -> ChronosT5 | ChronosMoE:
+    """The model of a Chronos checkpoint: a `ChronosT5`, or a `ChronosMoE` when
+    `config.json` has a `chronos_moe_config` block."""
     directory = resolve_checkpoint(path_or_hub_id)
     kwargs, _ = read_config(directory)
+    moe_kwargs = json.loads((directory / CONFIG_NAME).read_text()).get(MOE_CONFIG_KEY)
     tensors = read_weights(directory)
     try:
         model = ChronosT5(**kwargs)
+        if moe_kwargs is not None:
+            unknown = sorted(set(moe_kwargs) - set(MOE_CONFIG_KEYS))
+            if unknown:
+                raise ValueError(f"unknown keys {unknown} in {MOE_CONFIG_KEY}")
+            model = ChronosMoE(model, **moe_kwargs)
     except (TypeError, ValueError) as error:
         raise CheckpointError(
             f"Invalid model config in {directory / CONFIG_NAME}: {error}"
         ) from error
+    if isinstance(model, ChronosMoE) and "moe.experts.head" in tensors:
+        stored = tensors["moe.experts.head"].shape[0]
+        if stored != model.num_experts:
+            raise CheckpointError(
+                f"{directory}: {MOE_CONFIG_KEY} says num_experts={model.num_experts}, "
+                f"but the weights hold {stored} experts."
+            )
     assign_hf_weights(model, tensors, source=str(directory))
     return model
 
 
-def hf_config(model: ChronosT5) -> dict[str, Any]:
+def load_chronos_t5(path_or_hub_id: str | os.PathLike) -> ChronosT5:
+    """A dense `ChronosT5` from a Hugging Face Chronos checkpoint."""
+    model = load_chronos(path_or_hub_id)
+    if isinstance(model, ChronosMoE):
+        raise CheckpointError(
+            f"{path_or_hub_id} holds a ChronosMoE model; load it with `load_chronos`."
+        )
+    return model
+
+
+def hf_config(model: ChronosT5 | ChronosMoE) -> dict[str, Any]:
     """The `config.json` content transformers and the `chronos` package read."""
+    if isinstance(model, ChronosMoE):
+        config = hf_config(model.base)
+        config[MOE_CONFIG_KEY] = {key: getattr(model, key) for key in MOE_CONFIG_KEYS}
+        return config
     config = {key: getattr(model, key) for key in T5_CONFIG_KEYS}
     config.update(
         architectures=["T5ForConditionalGeneration"],
@@ -261,7 +318,7 @@ def hf_config(model: ChronosT5) -> dict[str, Any]:
     return config
 
 
-def save_chronos_t5(model: ChronosT5, directory: str | os.PathLike) -> Path:
+def save_chronos(model: ChronosT5 | ChronosMoE, directory: str | os.PathLike) -> Path:
     """Writes `config.json` + `model.safetensors` (float32) into `directory`.
 
     Files are written to temporary names and renamed into place, so an existing

@@ -79,13 +79,14 @@ class ChronosPipeline:
         """Loads a Hugging Face Chronos checkpoint: a local directory (with
         `config.json` and `model.safetensors`) or a hub id such as
         `"amazon/chronos-t5-small"` (downloaded with `huggingface_hub`).
-        Pickled weights (`pytorch_model.bin`) are refused."""
-        return cls(checkpoints.load_chronos_t5(path_or_hub_id))
+        Checkpoints saved from a `ChronosMoE` load as one. Pickled weights
+        (`pytorch_model.bin`) are refused."""
+        return cls(checkpoints.load_chronos(path_or_hub_id))
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes the model as a Hugging Face Chronos checkpoint that the
         reference `chronos` package and transformers load."""
-        return checkpoints.save_chronos_t5(self.model, directory)
+        return checkpoints.save_chronos(self.model, directory)
 
     @property
     def model_context_length(self) -> int:
