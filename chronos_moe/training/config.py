@@ -3,6 +3,7 @@ Mixture-of-Experts and backend fields, validated before anything is built."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from chronos_moe.config import T5_PRESETS
+from chronos_moe.config import T5_PRESETS, ChronosConfig
 
 SCHEDULERS = ("linear", "cosine", "constant")
 
@@ -180,22 +181,11 @@ class TrainingConfig:
 
     @property
     def chronos_config(self) -> dict[str, Any]:
-        """The `chronos_config` block this run's checkpoints carry."""
+        """The `chronos_config` block this run's checkpoints carry (the
+        `ChronosConfig` fields, which this config repeats under the same names)."""
         return {
-            "tokenizer_class": self.tokenizer_class,
-            "tokenizer_kwargs": dict(self.tokenizer_kwargs),
-            "context_length": self.context_length,
-            "prediction_length": self.prediction_length,
-            "n_tokens": self.n_tokens,
-            "n_special_tokens": self.n_special_tokens,
-            "pad_token_id": self.pad_token_id,
-            "eos_token_id": self.eos_token_id,
-            "use_eos_token": self.use_eos_token,
-            "model_type": self.model_type,
-            "num_samples": self.num_samples,
-            "temperature": self.temperature,
-            "top_k": self.top_k,
-            "top_p": self.top_p,
+            field.name: copy.deepcopy(getattr(self, field.name))
+            for field in dataclasses.fields(ChronosConfig)
         }
 
     @classmethod

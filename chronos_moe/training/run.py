@@ -1,0 +1,328 @@
+"""One training run from a `TrainingConfig`: model, optimizer, data, the step
+loop with logging, periodic atomic checkpoints, exact resume, final export."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from chronos_moe import backend, checkpoints
+from chronos_moe.config import ChronosConfig
+from chronos_moe.models.chronos_t5 import ChronosT5
+from chronos_moe.moe.model import ChronosMoE, build_moe_chronos
+from chronos_moe.tokenizer import MeanScaleUniformBins
+from chronos_moe.training import checkpoint
+from chronos_moe.training.config import ConfigError, TrainingConfig
+from chronos_moe.training.schedules import WarmupSchedule
+
+logger = logging.getLogger(__name__)
+
+# Keys that must not change between a run and its resume (old -> new is refused).
+RESUME_KEYS = (
+    "training_data_paths",
+    "probability",
+    "context_length",
+    "prediction_length",
+    "min_past",
+    "max_missing_prop",
+    "shuffle_buffer_length",
+    "per_device_train_batch_size",
+    "model_id",
+    "random_init",
+    "tie_embeddings",
+    "tokenizer_kwargs",
+    "n_tokens",
+    "use_eos_token",
+    "use_moe",
+    "num_experts",
+    "num_active_experts",
+    "router_hidden_dim",
+    "expert_hidden_dim",
+    "seed",
+)
+LOG_COLUMNS = ("step", "loss", "ce_loss", "lb_loss", "lr", "seconds")
+
+
+class RunError(RuntimeError):
+    """A run that cannot start: an occupied output directory, a held lock, an
+    incompatible resume."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    output_dir: Path
+    model: ChronosT5 | ChronosMoE
+    log: list[dict[str, float]]
+    final_dir: Path
+
+
+def build_model(config: TrainingConfig) -> ChronosT5 | ChronosMoE:
+    """A fresh (size preset) or pretrained (`model_id`) Chronos model, wrapped
+    in experts when `use_moe`."""
+    keras.utils.set_random_seed(config.seed)
+    chronos = ChronosConfig.from_dict(config.chronos_config)
+    if config.random_init:
+        base = ChronosT5.from_preset(
+            config.model_size,
+            vocab_size=config.n_tokens,
+            tie_word_embeddings=config.tie_embeddings,
+            initializer_factor=config.initializer_factor,
+            pad_token_id=config.pad_token_id,
+            eos_token_id=config.eos_token_id,
+            chronos_config=chronos.to_dict(),
+        )
+    else:
+        base = checkpoints.load_chronos(config.model_id)
+        if isinstance(base, ChronosMoE):
+            raise ConfigError(
+                f"`model_id` {config.model_id!r} is already a ChronosMoE model; "
+                "continue training it with `use_moe: false` or start from a dense checkpoint."
+            )
+        if base.vocab_size != config.n_tokens:
+            raise ConfigError(
+                f"`n_tokens` must match the checkpoint's vocabulary. "
+                f"Received: n_tokens={config.n_tokens}, checkpoint vocab_size={base.vocab_size}"
+            )
+        base.chronos_config = chronos
+    if not config.use_moe:
+        return base
+    return build_moe_chronos(
+        base,
+        num_experts=config.num_experts,
+        top_k=config.num_active_experts,
+        load_balancing_weight=config.load_balancing_weight,
+        router_hidden_dim=config.router_hidden_dim,
+        expert_hidden_dim=config.expert_hidden_dim,
+        freeze_base=config.freeze_base,
+        router_z_loss_weight=config.router_z_loss_weight,
+        router_jitter_noise=config.router_jitter_noise,
+        seed=config.seed,
+    )
+
+
+def build_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
+    """AdamW with the reference trainer's defaults and schedule."""
+    schedule = WarmupSchedule(
+        config.learning_rate,
+        total_steps=config.max_steps,
+        warmup_steps=int(config.warmup_ratio * config.max_steps),
+        kind=config.lr_scheduler_type,
+    )
+    return keras.optimizers.AdamW(
+        learning_rate=schedule,
+        weight_decay=config.weight_decay,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        global_clipnorm=config.max_grad_norm or None,
+        gradient_accumulation_steps=(
+            config.gradient_accumulation_steps if config.gradient_accumulation_steps > 1 else None
+        ),
+    )
+
+
+def build_dataset(config: TrainingConfig, mode: str = "train", paths=None):
+    """The training (or validation) stream of tokenized windows."""
+    from chronos_moe.data import ChronosDataset
+
+    tokenizer = MeanScaleUniformBins.from_config(ChronosConfig.from_dict(config.chronos_config))
+    return ChronosDataset(
+        paths or config.training_data_paths,
+        tokenizer,
+        batch_size=config.per_device_train_batch_size,
+        probability=config.probability if paths is None else None,
+        min_past=config.min_past,
+        max_missing_prop=config.max_missing_prop,
+        shuffle_buffer_length=config.shuffle_buffer_length,
+        mode=mode,
+        seed=config.seed,
+    )
+
+
+class OutputLock:
+    """An exclusive OS lock on `output_dir/.lock`; the OS releases it when the
+    holder dies, so a killed run never blocks the next one."""
+
+    def __init__(self, output_dir: Path):
+        self.path = output_dir / ".lock"
+        self.handle = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "unknown"
+            self.handle.close()
+            raise RunError(
+                f"Another run (pid {holder}) is writing {self.path.parent}. "
+                "Wait for it or choose another output_dir."
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc_info):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def _prepare_output(config: TrainingConfig, resume: bool, overwrite: bool) -> Path | None:
+    """Checks the output directory; returns the checkpoint to resume from."""
+    output = Path(config.output_dir)
+    occupied = output.exists() and any(p.name != ".lock" for p in output.iterdir())
+    if resume:
+        checkpoint.remove_torn(output)
+        latest = checkpoint.latest_checkpoint(output)
+        if latest is None:
+            raise RunError(f"--resume: no complete checkpoint in {output}.")
+        return latest
+    if occupied and not overwrite:
+        raise RunError(
+            f"{output} already holds files of another run. Use --resume to continue it or "
+            "--overwrite to replace it."
+        )
+    if occupied:
+        for entry in output.iterdir():
+            if entry.name != ".lock":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return None
+
+
+def _check_resume_compatible(config: TrainingConfig, state: dict[str, Any]) -> None:
+    old = state.get("config", {})
+    changed = [
+        f"{key}: {old.get(key)!r} -> {getattr(config, key)!r}"
+        for key in RESUME_KEYS
+        if key in old and old[key] != getattr(config, key)
+    ]
+    if changed:
+        raise RunError(
+            "The config changed since the checkpoint; refusing to resume: " + "; ".join(changed)
+        )
+    if state.get("config", {}).get("max_steps") != config.max_steps:
+        logger.warning(
+            "max_steps changed from %s to %s on resume.", old.get("max_steps"), config.max_steps
+        )
+
+
+def train(
+    config: TrainingConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    verbose: bool = True,
+) -> TrainResult:
+    """Runs (or resumes) the training described by `config`.
+
+    Writes into `config.output_dir`: `config.yaml` (resolved), `log.csv` (one
+    row per logged step: step, loss, ce_loss, lb_loss, lr, seconds),
+    `checkpoints/step-N/` every `save_steps`, and `final/` (Hugging Face layout
+    + `model.keras`).
+    """
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    with OutputLock(output):
+        resume_from = _prepare_output(config, resume, overwrite)
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        dataset = build_dataset(config)
+        model = build_model(config)
+        optimizer = build_optimizer(config)
+        model.compile(optimizer=optimizer, jit_compile=backend.BACKEND == "jax")
+        start_step = 0
+        if resume_from is not None:
+            state = checkpoint.load_checkpoint(resume_from, model, optimizer)
+            _check_resume_compatible(config, state)
+            dataset.set_state(state["data"])
+            start_step = state["step"]
+            logger.info("Resumed from %s (step %d).", resume_from, start_step)
+        (output / "config.yaml").write_text(config.to_yaml())
+        info = backend.backend_info()
+        if verbose:
+            print(f"chronos-moe train: backend {info['backend']} on {info['device']}")
+        log = _read_log(output / "log.csv", upto=start_step)
+        progress = keras.utils.Progbar(config.max_steps, verbose=1 if verbose else 0)
+        schedule = optimizer.learning_rate
+        started = time.perf_counter()
+        window: list[dict[str, float]] = []
+        for step in range(start_step, config.max_steps):
+            batch = dataset[step]
+            logs = model.train_on_batch(batch, return_dict=True)
+            row = {
+                "step": step + 1,
+                "loss": float(logs["loss"]),
+                "ce_loss": float(logs.get("ce_loss", logs["loss"])),
+                "lb_loss": float(logs.get("lb_loss", float("nan"))),
+                "lr": float(keras.ops.convert_to_numpy(schedule(step))),
+            }
+            window.append(row)
+            if not np.isfinite(row["loss"]):
+                raise FloatingPointError(f"The loss became {row['loss']} at step {step + 1}.")
+            last = step + 1 == config.max_steps
+            if (step + 1) % config.log_steps == 0 or last:
+                mean = {key: float(np.mean([r[key] for r in window])) for key in LOG_COLUMNS[1:5]}
+                entry = {"step": step + 1, **mean, "seconds": time.perf_counter() - started}
+                log.append(entry)
+                _write_log(output / "log.csv", log)
+                window = []
+                progress.update(step + 1, [(k, entry[k]) for k in ("ce_loss", "lb_loss")])
+            if (step + 1) % config.save_steps == 0 or last:
+                checkpoint.save_checkpoint(
+                    output / "checkpoints",
+                    step + 1,
+                    model,
+                    optimizer,
+                    {
+                        "data": dataset.get_state(),
+                        "config": config.to_dict(),
+                        "backend": info,
+                        "versions": _versions(),
+                    },
+                )
+                if config.save_total_limit:
+                    checkpoint.prune_checkpoints(output / "checkpoints", config.save_total_limit)
+        final = output / "final"
+        checkpoints.save_chronos(model, final)
+        model.save(final / "model.keras")
+        return TrainResult(output, model, log, final)
+
+
+def _versions() -> dict[str, str]:
+    import chronos_moe
+
+    return {"chronos_moe": chronos_moe.__version__, "keras": keras.__version__}
+
+
+def _read_log(path: Path, upto: int) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+    return [row for row in rows if row["step"] <= upto]
+
+
+def _write_log(path: Path, log: list[dict[str, float]]) -> None:
+    temporary = path.with_suffix(".csv.tmp")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(log)
+    os.replace(temporary, path)
+    path.with_suffix(".json").write_text(json.dumps(log, indent=1))
