@@ -2,12 +2,16 @@
 
 Names are imported lazily: `import chronos_moe` does not import Keras yet, so a
 program (or the `chronos-moe --backend` option) can still choose the backend
-before the first model, layer or pipeline is touched.
+before the first model, layer or pipeline is touched. When Keras is already
+imported, the backend is fixed anyway, and the Keras classes are registered at
+once so that `keras.saving.load_model` finds them; otherwise use
+`chronos_moe.load_model`, which registers them first.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -24,6 +28,7 @@ _EXPORTS = {
     "build_moe_chronos": "chronos_moe.moe.model",
     "ContextRouter": "chronos_moe.moe.router",
     "ChronosPipeline": "chronos_moe.pipeline",
+    "load_model": "chronos_moe.saving",
     "MeanScaleUniformBins": "chronos_moe.tokenizer",
     "TrainingConfig": "chronos_moe.training.config",
     "train": "chronos_moe.training.run",
@@ -42,6 +47,7 @@ __all__ = [
     "TrainingConfig",
     "backend_info",
     "build_moe_chronos",
+    "load_model",
     "train",
 ]
 
@@ -55,6 +61,7 @@ if TYPE_CHECKING:
     from chronos_moe.moe.model import ChronosMoE, build_moe_chronos
     from chronos_moe.moe.router import ContextRouter
     from chronos_moe.pipeline import ChronosPipeline
+    from chronos_moe.saving import load_model
     from chronos_moe.tokenizer import MeanScaleUniformBins
     from chronos_moe.training.config import TrainingConfig
     from chronos_moe.training.run import train
@@ -70,3 +77,7 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(list(globals()) + __all__)
+
+
+if "keras" in sys.modules:  # the backend is chosen already: register the layers now
+    importlib.import_module("chronos_moe.saving")

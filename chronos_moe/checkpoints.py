@@ -129,6 +129,11 @@ def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig]:
         )
     chronos = ChronosConfig.from_dict(raw["chronos_config"])
     kwargs = {key: raw[key] for key in T5_CONFIG_KEYS if key in raw and raw[key] is not None}
+    # transformers 5 always writes `tie_word_embeddings: true` and records the
+    # T5 v1.1 behaviour (no d_model^-0.5 rescale, own lm_head) as
+    # `scale_decoder_outputs: false`; older files say `tie_word_embeddings: false`.
+    if raw.get("scale_decoder_outputs") is not None:
+        kwargs["tie_word_embeddings"] = bool(raw["scale_decoder_outputs"])
     kwargs["chronos_config"] = chronos.to_dict()
     return kwargs, chronos
 
@@ -229,6 +234,9 @@ def assign_hf_weights(
     name and shape matches (nothing is assigned when anything is wrong)."""
     mapping = hf_weight_map(model)
     base = model.base if isinstance(model, ChronosMoE) else model
+    if base.lm_head is not None and "lm_head.weight" not in tensors and "shared.weight" in tensors:
+        # An unscaled head that transformers 5 kept tied to the embedding.
+        tensors = {**tensors, "lm_head.weight": tensors["shared.weight"]}
     ignorable = set(TIED_ALIASES) | ({"lm_head.weight"} if base.lm_head is None else set())
     missing = sorted(set(mapping) - set(tensors))
     unexpected = sorted(set(tensors) - set(mapping) - ignorable)

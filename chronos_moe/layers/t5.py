@@ -135,7 +135,7 @@ class T5RelativePositionBias(keras.layers.Layer):
         self.bidirectional = bidirectional
         self.initializer_stddev = initializer_stddev
 
-    def build(self, query_shape=None, key_shape=None):
+    def build(self, query_positions_shape=None, key_positions_shape=None):
         self.embeddings = self.add_weight(
             name="embeddings",
             shape=(self.num_buckets, self.num_heads),
@@ -435,14 +435,15 @@ class T5Block(keras.layers.Layer):
             `T5Attention`.
 
     Returns:
-        `(hidden_states, self_attention_key_values, cross_attention_key_values)`;
-        the last is `None` for encoder blocks.
+        Decoder blocks: `(hidden_states, self_attention_key_values,
+        cross_attention_key_values)`; encoder blocks (no cross-attention):
+        `(hidden_states, self_attention_key_values)`.
 
     Example:
 
     >>> import numpy as np
     >>> block = T5Block(num_heads=2, key_value_dim=4, intermediate_dim=16)
-    >>> hidden, _, _ = block(np.ones((1, 3, 8), "float32"))
+    >>> hidden, _ = block(np.ones((1, 3, 8), "float32"))
     >>> tuple(hidden.shape)
     (1, 3, 8)
     """
@@ -526,7 +527,6 @@ class T5Block(keras.layers.Layer):
             training=training,
         )
         hidden_states = hidden_states + self.dropout(attended, training=training)
-        cross_key_values = None
         if self.is_decoder:
             attended, cross_key_values = self.cross_attention(
                 self.cross_attention_norm(hidden_states),
@@ -538,7 +538,9 @@ class T5Block(keras.layers.Layer):
             hidden_states = hidden_states + self.dropout(attended, training=training)
         transformed = self.feed_forward(self.feed_forward_norm(hidden_states), training=training)
         hidden_states = hidden_states + self.dropout(transformed, training=training)
-        return hidden_states, self_key_values, cross_key_values
+        if self.is_decoder:
+            return hidden_states, self_key_values, cross_key_values
+        return hidden_states, self_key_values
 
     def get_config(self):
         return {

@@ -260,7 +260,7 @@ class ChronosT5(keras.Model):
         bias = self.encoder_position_bias(positions, positions) + padding_bias(attention_mask)
         hidden = self.dropout(self.shared(input_ids), training=training)
         for block in self.encoder_blocks:
-            hidden, _, _ = block(hidden, self_attention_bias=bias, training=training)
+            hidden, _ = block(hidden, self_attention_bias=bias, training=training)
         hidden = self.encoder_final_norm(hidden)
         return self.dropout(hidden, training=training)
 

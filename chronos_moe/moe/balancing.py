@@ -75,6 +75,9 @@ class LoadBalancingRegularizer(keras.layers.Layer):
     def __init__(
         self, num_experts: int, weight: float = 0.01, z_loss_weight: float = 0.0, **kwargs
     ):
+        # float32 whatever the policy: Keras casts a layer's float inputs to its
+        # compute dtype, and bfloat16 would round the router's float32 outputs.
+        kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         if weight < 0 or z_loss_weight < 0:
             raise ValueError(
@@ -95,8 +98,10 @@ class LoadBalancingRegularizer(keras.layers.Layer):
         }
 
     def get_config(self):
+        config = super().get_config()
+        config.pop("dtype", None)
         return {
-            **super().get_config(),
+            **config,
             "num_experts": self.num_experts,
             "weight": self.weight,
             "z_loss_weight": self.z_loss_weight,

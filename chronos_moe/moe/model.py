@@ -93,9 +93,14 @@ class ChronosMoE(keras.Model):
                 f"`base` must be a ChronosT5 model. Received: base of type {type(base).__name__}"
             )
         validate_routing(num_experts, top_k)
+        require_non_negative(
+            load_balancing_weight=load_balancing_weight,
+            router_z_loss_weight=router_z_loss_weight,
+            router_jitter_noise=router_jitter_noise,
+        )
         self.base = base
-        self.num_experts = num_experts
-        self.top_k = top_k
+        self.num_experts = int(num_experts)
+        self.top_k = int(top_k)
         self.load_balancing_weight = load_balancing_weight
         self.router_z_loss_weight = router_z_loss_weight
         self.router_hidden_dim = router_hidden_dim
@@ -225,6 +230,13 @@ def base_logit_matrix(base: ChronosT5) -> np.ndarray:
     return (embeddings * np.float32(base.d_model**-0.5)).T
 
 
+def require_non_negative(**values: float) -> None:
+    """A named error for the first negative value."""
+    for name, value in values.items():
+        if value < 0:
+            raise ValueError(f"`{name}` must be >= 0. Received: {name}={value}")
+
+
 def build_moe_chronos(
     base: ChronosT5,
     num_experts: int = 4,
@@ -276,13 +288,11 @@ def build_moe_chronos(
         raise TypeError(
             f"`base` must be a ChronosT5 model. Received: base of type {type(base).__name__}"
         )
-    if load_balancing_weight < 0:
-        raise ValueError(
-            "`load_balancing_weight` must be >= 0. "
-            f"Received: load_balancing_weight={load_balancing_weight}"
-        )
-    if expert_init_noise < 0:
-        raise ValueError(f"`expert_init_noise` must be >= 0. Received: {expert_init_noise}")
+    require_non_negative(
+        load_balancing_weight=load_balancing_weight,
+        router_z_loss_weight=router_z_loss_weight,
+        expert_init_noise=expert_init_noise,
+    )
     model = ChronosMoE(
         base,
         num_experts=num_experts,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -74,8 +76,8 @@ class ContextRouter(keras.layers.Layer):
             raise ValueError(
                 f"`jitter_noise` must be in [0, 1). Received: jitter_noise={jitter_noise}"
             )
-        self.num_experts = num_experts
-        self.top_k = top_k
+        self.num_experts = int(num_experts)
+        self.top_k = int(top_k)
         self.hidden_dim = hidden_dim
         self.jitter_noise = jitter_noise
         self.seed = seed
@@ -136,7 +138,7 @@ class ContextRouter(keras.layers.Layer):
 def validate_routing(num_experts, top_k) -> None:
     """Named errors for impossible expert counts."""
     for name, value in (("num_experts", num_experts), ("top_k", top_k)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
     if top_k > num_experts:
         raise ValueError(

@@ -259,18 +259,18 @@ def train(
             print(f"chronos-moe train: backend {info['backend']} on {info['device']}")
         log = _read_log(output / "log.csv", upto=start_step)
         progress = keras.utils.Progbar(config.max_steps, verbose=1 if verbose else 0)
-        schedule = optimizer.learning_rate
         started = time.perf_counter()
         window: list[dict[str, float]] = []
         for step in range(start_step, config.max_steps):
-            batch = dataset[step]
+            batch = dataset[step - start_step]  # after set_state, index 0 is the next batch
+            learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
             logs = model.train_on_batch(batch, return_dict=True)
             row = {
                 "step": step + 1,
                 "loss": float(logs["loss"]),
                 "ce_loss": float(logs.get("ce_loss", logs["loss"])),
                 "lb_loss": float(logs.get("lb_loss", float("nan"))),
-                "lr": float(keras.ops.convert_to_numpy(schedule(step))),
+                "lr": learning_rate,
             }
             window.append(row)
             if not np.isfinite(row["loss"]):

@@ -1,0 +1,40 @@
+"""Training data: Arrow files (memory-mapped, streamed), windows, batches, synthetic series.
+
+* `ArrowSeriesFile`, `read_arrow`, `write_arrow`: Arrow IPC files in the GluonTS/Chronos
+  layout (`arrow.py`).
+* `InMemorySeries`, `series_from_dataframe`: in-memory data (`source.py`).
+* `TrainingWindows`, `ValidationWindows`: the reference training script's window
+  sampling (`windows.py`); `DataReport`: what was dropped and why (`report.py`).
+* `ChronosDataset`: tokenized batches for `model.fit` (`dataset.py`).
+* `generate_sample_series`, `kernel_synth` (`synthetic.py`) and `tsmixup` (`mixup.py`).
+* `DataError`: every data problem, named by file, row and field (`errors.py`).
+"""
+
+from chronos_moe.data.arrow import ArrowSeriesFile, read_arrow, write_arrow
+from chronos_moe.data.dataset import ChronosDataset
+from chronos_moe.data.errors import DataError
+from chronos_moe.data.mixup import tsmixup
+from chronos_moe.data.report import DataReport, SourceReport
+from chronos_moe.data.source import InMemorySeries, SeriesSource, series_from_dataframe
+from chronos_moe.data.synthetic import generate_sample_series, kernel_synth
+from chronos_moe.data.windows import TrainingWindows, ValidationWindows, Window, WindowId
+
+__all__ = [
+    "ArrowSeriesFile",
+    "ChronosDataset",
+    "DataError",
+    "DataReport",
+    "InMemorySeries",
+    "SeriesSource",
+    "SourceReport",
+    "TrainingWindows",
+    "ValidationWindows",
+    "Window",
+    "WindowId",
+    "generate_sample_series",
+    "kernel_synth",
+    "read_arrow",
+    "series_from_dataframe",
+    "tsmixup",
+    "write_arrow",
+]

@@ -1,0 +1,711 @@
+"""Arrow IPC files of series (the GluonTS/Chronos layout): memory-mapped reading, writing.
+
+One row per series: a `start` column (timestamp) and a `target` column
+(`list<float>`). A multivariate row holds `list<list<float>>` (one inner list per
+dimension), or — as GluonTS' `ArrowWriter` stores it — a flat `list<float>` plus a
+`target._np_shape` column `[dims, time]`; either way the row is split into one
+univariate series per dimension, in order. Other columns (`item_id`, …) are
+ignored.
+
+Reading never loads a file into memory. The file is memory-mapped
+(`pyarrow.memory_map`) and opened as an IPC *file* (random access through its
+footer) or, failing that, as an IPC *stream* (the offset of each record batch is
+recorded during the first pass). Opening streams over every record batch once,
+validating it and recording each series' length and number of missing values;
+afterwards a read materialises only the values asked for. Mapped pages that were
+read are handed back to the kernel every `max_mapped_bytes` (Linux
+`madvise(MADV_DONTNEED)`; the data stays in the page cache), so that the
+resident memory of a process reading a 1 GB file stays far below 1 GB.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import dataclasses
+import os
+import sys
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from chronos_moe.data.errors import DataError
+
+TARGET = "target"
+START = "start"
+SHAPE = "target._np_shape"  # GluonTS' `ArrowWriter(flatten_arrays=True)` layout
+
+# Values converted to float32 at once while scanning a file: bounds the scan's
+# temporary memory (about 20 bytes per value) independently of the file size.
+_SCAN_CHUNK_VALUES = 1 << 18
+# Values per record batch written by `write_arrow` (about 4 MB of float32).
+_BATCH_VALUES = 1 << 20
+# What reading a few mapped values may make resident: the kernel maps neighbouring
+# pages on a fault, up to a whole large page-cache folio (2 MiB on x86-64). Used
+# to account for mapped memory, conservatively.
+_FAULT_BYTES = 2 * 2**20
+
+
+@dataclasses.dataclass
+class _BatchView:
+    """The series of one record batch: flat values and where each series lies in them."""
+
+    values: Any  # a numpy view of the values when possible, else the `pa.Array`
+    starts: np.ndarray  # int64 (num_series_in_batch,), offsets into `values`
+    lengths: np.ndarray  # int64 (num_series_in_batch,)
+    mapped: bool  # the values are read in place from the mapping (not a decoded copy)
+
+
+class ArrowSeriesFile:
+    """A memory-mapped Arrow IPC file of series, validated and indexed when opened.
+
+    Opening checks the file (readable, Arrow IPC in the file or stream format, a
+    `target` column holding lists of numbers, a `start` column of timestamps, at
+    least one row) and streams over it once, record batch by record batch, to
+    count each series' length and missing values. Every problem is a `DataError`
+    naming the file (and the row and field where it applies). Values follow the
+    policy of `chronos_moe.data.source`: float32, NaN or null is missing, ±inf is
+    missing too (set to NaN, counted in `inf_count`).
+
+    Args:
+        path: str or path-like. The `.arrow` file.
+        max_mapped_bytes: int. Resident mapped memory after which the pages read
+            so far are released (Linux). Defaults to 16 MiB.
+
+    Attributes:
+        name: str. The path, as given.
+        format: str. `"file"` or `"stream"`, the IPC format found.
+        num_rows: int. Rows in the file.
+        num_series: int. Univariate series (multivariate rows split).
+        lengths: int64 array `(num_series,)`. Length of each series.
+        missing_counts: int64 array `(num_series,)`. Missing values per series.
+        inf_count: int. ±inf values in the file (read as missing).
+
+    Example:
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "data.arrow")
+    >>> rows = [np.arange(6.0).reshape(2, 3), np.ones((1, 4))]  # multivariate: (dims, time)
+    >>> _ = write_arrow(rows, path)
+    >>> with ArrowSeriesFile(path) as file:
+    ...     print(file.num_rows, file.num_series, file.lengths.tolist())
+    ...     print(file.read(1, 1).tolist(), [s.tolist() for s in file][2])
+    2 3 [3, 3, 4]
+    [4.0, 5.0] [1.0, 1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, path: str | os.PathLike, max_mapped_bytes: int = 16 * 2**20) -> None:
+        self.name = os.fspath(path)
+        self.max_mapped_bytes = int(max_mapped_bytes)
+        self._views: collections.OrderedDict[int, _BatchView] = collections.OrderedDict()
+        self._touched = 0
+        self._map: pa.MemoryMappedFile | None = None
+        try:
+            self._open()
+            self._layout = self._check_schema(self.schema)
+            self._scan()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- opening -----------------------------------------------------------------
+
+    def _open(self) -> None:
+        if not os.path.exists(self.name):
+            raise DataError("file not found", path=self.name)
+        if os.path.isdir(self.name):
+            raise DataError("is a directory, not an Arrow file", path=self.name)
+        try:
+            self._map = pa.memory_map(self.name, "r")
+            self._size = self._map.size()
+            self._map.seek(0)
+            head = self._map.read_buffer(min(8, self._size))
+            self._base = head.address
+            self._map.seek(0)
+        except (OSError, pa.ArrowException) as error:
+            raise DataError(f"cannot open for reading ({error})", path=self.name) from None
+        magic = head.to_pybytes()
+        try:
+            self._reader = pa.ipc.open_file(self._map)
+            self.format = "file"
+            self.schema = self._reader.schema
+            self._num_batches = self._reader.num_record_batches
+        except (pa.ArrowException, OSError):
+            if magic.startswith(b"ARROW1"):
+                raise DataError(
+                    "truncated or corrupt Arrow IPC file (its footer cannot be read)",
+                    path=self.name,
+                ) from None
+            try:
+                self._map.seek(0)
+                self._reader = pa.ipc.open_stream(self._map)
+            except (pa.ArrowException, OSError):
+                what = "a Parquet file" if magic.startswith(b"PAR1") else "not Arrow data"
+                if self._size == 0:
+                    what = "an empty file"
+                raise DataError(
+                    f"is {what}: expected an Arrow IPC file (file or stream format)",
+                    path=self.name,
+                ) from None
+            self.format = "stream"
+            self.schema = self._reader.schema
+            self._offsets: list[int] = []  # byte offset of each record batch message
+
+    def _check_schema(self, schema: pa.Schema) -> str:
+        """Validates `start` and `target`; returns the target layout."""
+        names = schema.names
+        for column in (TARGET, START):
+            if column not in names:
+                raise DataError(
+                    f"missing column '{column}'. Expected the GluonTS layout with columns "
+                    f"'start' (timestamp) and 'target' (list of numbers). Received columns: "
+                    f"{names}",
+                    path=self.name,
+                    field=column,
+                )
+        start_type = schema.field(START).type
+        if not (
+            pa.types.is_timestamp(start_type)
+            or pa.types.is_date(start_type)
+            or pa.types.is_string(start_type)
+            or pa.types.is_large_string(start_type)
+        ):
+            raise DataError(
+                f"expected a timestamp (or a date, or an ISO date string). Received type "
+                f"{start_type}",
+                path=self.name,
+                field=START,
+            )
+        target_type = schema.field(TARGET).type
+        expected = (
+            "expected a list of numbers (list<float>), or a list of such lists for a "
+            f"multivariate row (list<list<float>>). Received type {target_type}"
+        )
+        if not _is_list(target_type):
+            raise DataError(expected, path=self.name, field=TARGET)
+        inner = target_type.value_type
+        if _is_number(inner):
+            layout = "list"
+        elif _is_list(inner) and _is_number(inner.value_type):
+            layout = "nested"
+        else:
+            raise DataError(expected, path=self.name, field=TARGET)
+        if SHAPE in names:
+            shape_type = schema.field(SHAPE).type
+            if layout != "list" or not (
+                _is_list(shape_type) and pa.types.is_integer(shape_type.value_type)
+            ):
+                raise DataError(
+                    f"expected a list of integers [dims, time] next to a flat 'target'. "
+                    f"Received type {shape_type}",
+                    path=self.name,
+                    field=SHAPE,
+                )
+            layout = "flat_shape"
+        if self.format == "stream":
+            for field in schema:
+                if pa.types.is_dictionary(field.type):
+                    raise DataError(
+                        "dictionary-encoded columns are not supported in the IPC stream "
+                        "format (no random access); write the file in the IPC file format "
+                        "(`write_arrow` does)",
+                        path=self.name,
+                        field=field.name,
+                    )
+        return layout
+
+    def _scan(self) -> None:
+        """One streaming pass: validates every record batch and indexes its series."""
+        lengths, missing = [], []
+        self.inf_count = 0
+        self.num_rows = 0
+        series_starts = [0]
+        batch_index = 0
+        while True:
+            batch = self._next_scan_batch(batch_index)
+            if batch is None:
+                break
+            if batch_index == 0 or self.num_rows == 0:
+                self._check_start_values(batch)
+            view = self._decode(batch, batch_index)
+            batch_missing, batch_infs = self._count_missing(view)
+            lengths.append(view.lengths)
+            missing.append(batch_missing)
+            self.inf_count += batch_infs
+            self.num_rows += batch.num_rows
+            series_starts.append(series_starts[-1] + len(view.lengths))
+            del view, batch
+            batch_index += 1
+        if self.format == "stream":
+            self._num_batches = batch_index
+            self._stream_schema = self._reader.schema
+            self._reader = None  # later reads go through the recorded offsets
+        if self.num_rows == 0:
+            raise DataError("has zero rows", path=self.name)
+        self.lengths = np.concatenate(lengths).astype(np.int64)
+        self.missing_counts = np.concatenate(missing).astype(np.int64)
+        self.num_series = len(self.lengths)
+        self._series_starts = np.asarray(series_starts, dtype=np.int64)
+        self._release_pages()
+
+    def _next_scan_batch(self, index: int) -> pa.RecordBatch | None:
+        try:
+            if self.format == "file":
+                return self._reader.get_batch(index) if index < self._num_batches else None
+            offset = self._map.tell()
+            try:
+                batch = self._reader.read_next_batch()
+            except StopIteration:
+                return None
+            self._offsets.append(offset)
+            return batch
+        except (pa.ArrowException, OSError) as error:
+            raise DataError(
+                f"truncated or corrupt: record batch {index} cannot be read ({error})",
+                path=self.name,
+            ) from None
+
+    def _check_start_values(self, batch: pa.RecordBatch) -> None:
+        column = batch.column(START)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            return
+        for row, value in enumerate(column.to_pylist()[:1]):
+            try:
+                np.datetime64(value)
+            except (TypeError, ValueError):
+                raise DataError(
+                    f"expected a timestamp; the string {value!r} is not an ISO date",
+                    path=self.name,
+                    row=self.num_rows + row,
+                    field=START,
+                ) from None
+
+    # ---- decoding record batches ---------------------------------------------------
+
+    def _decode(self, batch: pa.RecordBatch, batch_index: int) -> _BatchView:
+        """Where each series of `batch` lies in its flat values (no values are copied)."""
+        column = batch.column(TARGET)
+        null_rows = column.is_null().to_numpy(zero_copy_only=False)
+        if self._layout == "nested":
+            outer = _list_offsets(column)
+            counts = np.where(null_rows, 0, outer[1:] - outer[:-1])  # a null row has no series
+            first = np.repeat(np.cumsum(counts) - counts, counts)
+            series = np.arange(counts.sum(), dtype=np.int64) - first + np.repeat(outer[:-1], counts)
+            inner_array = column.values
+            inner = _list_offsets(inner_array)
+            starts, ends = inner[series], inner[series + 1]
+            inner_nulls = inner_array.is_null().to_numpy(zero_copy_only=False)
+            lengths = np.where(inner_nulls[series], 0, ends - starts)
+            values = inner_array.values
+        else:
+            offsets = _list_offsets(column)
+            starts = offsets[:-1]
+            lengths = np.where(null_rows, 0, offsets[1:] - offsets[:-1])
+            values = column.values
+            if self._layout == "flat_shape":
+                starts, lengths = self._split_flat(batch, starts, lengths, null_rows)
+        mapped = _in_range(values, self._base, self._size)
+        if values.null_count == 0:
+            values = values.to_numpy(zero_copy_only=True)
+        return _BatchView(values, starts.astype(np.int64), lengths.astype(np.int64), mapped)
+
+    def _split_flat(self, batch, starts, lengths, null_rows):
+        """Series of the GluonTS flat layout: row `r` holds `dims` series of `time` values."""
+        shape_column = batch.column(SHAPE)
+        shape_offsets = _list_offsets(shape_column)
+        shape_values = np.asarray(shape_column.values.to_numpy(zero_copy_only=False))
+        rank = shape_offsets[1:] - shape_offsets[:-1]
+        dims = np.ones(len(starts), dtype=np.int64)
+        time = lengths.copy()
+        for row in np.flatnonzero(~null_rows):
+            shape = shape_values[shape_offsets[row] : shape_offsets[row + 1]]
+            if rank[row] == 2:
+                dims[row], time[row] = shape
+            elif rank[row] == 1:
+                time[row] = shape[0]
+            if rank[row] not in (1, 2) or dims[row] * time[row] != lengths[row] or dims[row] < 0:
+                raise DataError(
+                    f"the shape {shape.tolist()} does not match the {lengths[row]} values of "
+                    "'target' (expected [time] or [dims, time])",
+                    path=self.name,
+                    row=self.num_rows + int(row),
+                    field=SHAPE,
+                )
+        dims[null_rows] = 1
+        row_of_series = np.repeat(np.arange(len(starts)), dims)
+        first = np.repeat(np.cumsum(dims) - dims, dims)
+        dimension = np.arange(len(row_of_series)) - first
+        series_time = time[row_of_series]
+        return starts[row_of_series] + dimension * series_time, series_time
+
+    def _count_missing(self, view: _BatchView) -> tuple[np.ndarray, int]:
+        """Missing values per series (NaN, null, ±inf) and the ±inf count, in chunks."""
+        count = len(view.lengths)
+        missing = np.zeros(count, dtype=np.int64)
+        infs = 0
+        ends = view.starts + view.lengths
+        lo = 0
+        while lo < count:
+            limit = view.starts[lo] + _SCAN_CHUNK_VALUES
+            hi = max(lo + 1, int(np.searchsorted(ends, limit, side="right")))
+            hi = min(hi, count)
+            first, last = int(view.starts[lo:hi].min()), int(ends[lo:hi].max())
+            chunk = self._values(view, first, last)
+            bad = ~np.isfinite(chunk)
+            infs += int(np.count_nonzero(np.isinf(chunk)))
+            cumulative = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])
+            missing[lo:hi] = (
+                cumulative[ends[lo:hi] - first] - cumulative[view.starts[lo:hi] - first]
+            )
+            lo = hi
+        return missing, infs
+
+    def _values(self, view: _BatchView, start: int, stop: int) -> np.ndarray:
+        """Values `[start, stop)` of the flat values of `view` as a new float32 array."""
+        if isinstance(view.values, np.ndarray):
+            chunk = view.values[start:stop]
+            itemsize = chunk.itemsize
+            with np.errstate(over="ignore"):  # float64 beyond float32 -> ±inf (missing)
+                chunk = chunk.astype(np.float32)  # always a copy
+        else:  # nulls: pyarrow turns them into NaN
+            array = view.values.slice(start, stop - start)
+            itemsize = array.type.bit_width // 8
+            with np.errstate(over="ignore"):
+                chunk = array.to_numpy(zero_copy_only=False).astype(np.float32)
+        if view.mapped:
+            self._account((stop - start) * itemsize)
+        return chunk
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def read(self, index: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Values `[start, stop)` of series `index` as a new float32 array (±inf as NaN).
+
+        Args:
+            index: int. The series, in `[0, num_series)`.
+            start: int. First position. Defaults to `0`.
+            stop: int. End position (exclusive); `None` for the series' end.
+
+        Returns:
+            float32 array of `min(stop, length) - start` values.
+        """
+        if not 0 <= index < self.num_series:
+            raise IndexError(f"series index {index} out of range [0, {self.num_series})")
+        length = int(self.lengths[index])
+        stop = length if stop is None else min(stop, length)
+        start = min(max(start, 0), stop)
+        batch_index = int(np.searchsorted(self._series_starts, index, side="right")) - 1
+        view = self._view(batch_index)
+        first = int(view.starts[index - self._series_starts[batch_index]]) + start
+        values = self._values(view, first, first + stop - start)
+        infinite = np.isinf(values)
+        if infinite.any():
+            values[infinite] = np.nan
+        return values
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Every series in file order, one record batch resident at a time."""
+        for index in range(self.num_series):
+            yield self.read(index)
+
+    def __len__(self) -> int:
+        return self.num_series
+
+    def _view(self, batch_index: int) -> _BatchView:
+        view = self._views.get(batch_index)
+        if view is not None:
+            self._views.move_to_end(batch_index)
+            return view
+        if self._map is None:
+            raise ValueError(f"{self.name}: the file is closed")
+        try:
+            if self.format == "file":
+                batch = self._reader.get_batch(batch_index)
+            else:
+                self._map.seek(self._offsets[batch_index])
+                message = pa.ipc.read_message(self._map)
+                batch = pa.ipc.read_record_batch(message, self._stream_schema)
+        except (pa.ArrowException, OSError) as error:  # the file changed since it was opened
+            raise DataError(
+                f"record batch {batch_index} cannot be read ({error})", path=self.name
+            ) from None
+        view = self._decode(batch, batch_index)
+        self._account(0)  # the message header and the offsets
+        self._views[batch_index] = view
+        if len(self._views) > 4:  # a few decoded batches (decompressed ones live in memory)
+            self._views.popitem(last=False)
+        return view
+
+    # ---- resident memory ---------------------------------------------------------------
+
+    def _account(self, nbytes: int) -> None:
+        """Counts mapped bytes made resident; releases them all past the budget.
+
+        A read of `nbytes` counts as `nbytes` plus a large folio on each side:
+        a fault may map the whole page-cache folio around the page read.
+        """
+        self._touched += nbytes + 2 * _FAULT_BYTES
+        if self._touched > self.max_mapped_bytes:
+            self._release_pages()
+
+    def _release_pages(self) -> None:
+        """Drops this file's mapped pages from the process' resident memory.
+
+        Why: mapped pages that were read stay resident (and count in the process'
+        RSS) until the mapping is closed; for a long pass over a large file that is
+        the whole file. `MADV_DONTNEED` on a read-only mapping only unmaps them from
+        this process: the data stays in the page cache and a later read faults the
+        page back in. Numpy views into the mapping stay valid.
+        """
+        self._touched = 0
+        if _MADVISE is not None and self._map is not None and self._size > 0:
+            _MADVISE(ctypes.c_void_p(self._base), ctypes.c_size_t(self._size), 4)  # DONTNEED
+
+    # ---- life cycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes the mapping (the series read so far stay valid: they are copies)."""
+        self._views.clear()
+        self._reader = None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+    def __enter__(self) -> ArrowSeriesFile:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        rows = getattr(self, "num_rows", "?")
+        series = getattr(self, "num_series", "?")
+        return f"ArrowSeriesFile({self.name!r}, num_rows={rows}, num_series={series})"
+
+
+def read_arrow(path: str | os.PathLike) -> list[np.ndarray]:
+    """Reads every series of an Arrow file into memory (for small files).
+
+    Args:
+        path: str or path-like. The `.arrow` file.
+
+    Returns:
+        A list of float32 1-D arrays, multivariate rows split, ±inf read as NaN.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "data.arrow")
+    >>> _ = write_arrow([[1.0, 2.0], [3.0, float("inf")]], path)
+    >>> [s.tolist() for s in read_arrow(path)]
+    [[1.0, 2.0], [3.0, nan]]
+    """
+    with ArrowSeriesFile(path) as file:
+        return list(file)
+
+
+def write_arrow(
+    series: Iterable[Any],
+    path: str | os.PathLike,
+    start: Any = "2000-01-01T00:00:00",
+    freq: str | None = "h",
+    compression: str | None = None,
+    rows_per_batch: int = 1024,
+) -> Path:
+    """Writes series to an Arrow IPC file in the GluonTS/Chronos layout, atomically.
+
+    Each element becomes one row: `start` (`timestamp[s]`) and `target`
+    (`list<float32>`), or `list<list<float32>>` when the first element is 2-D
+    `(dims, time)` (a multivariate row; then every element must be 2-D). The file
+    is written to a temporary name in the same directory, flushed to disk and
+    renamed over `path`: a reader never sees a half-written file. Rows are
+    written in record batches of at most `rows_per_batch` rows (and about a
+    million values), so `series` may be a generator larger than memory.
+
+    Args:
+        series: iterable of array-likes of numbers: 1-D series, or 2-D
+            multivariate entries.
+        path: str or path-like. The destination file.
+        start: the first timestamp of every series (a string, `datetime` or
+            `numpy.datetime64`), or a sequence with one per series. Defaults to
+            `"2000-01-01T00:00:00"`.
+        freq: str. The series' frequency, stored in the schema metadata
+            (`b"freq"`); the layout itself has no frequency. Defaults to `"h"`.
+        compression: `None`, `"lz4"` or `"zstd"`: IPC buffer compression.
+            Uncompressed files are read in place; compressed record batches are
+            decompressed into memory when read. Defaults to `None`.
+        rows_per_batch: int. Rows per record batch. Defaults to `1024`.
+
+    Returns:
+        The `Path` written.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "data.arrow")
+    >>> write_arrow([np.arange(3.0), np.arange(5.0)], path).name
+    'data.arrow'
+    >>> ArrowSeriesFile(path).lengths.tolist()
+    [3, 5]
+    """
+    path = Path(path)
+    if rows_per_batch < 1:
+        raise ValueError(
+            f"`rows_per_batch` must be >= 1. Received: rows_per_batch={rows_per_batch}"
+        )
+    starts = None if _is_single_time(start) else iter(start)
+    single_start = np.datetime64(start, "s") if starts is None else None
+    metadata = {b"freq": freq.encode()} if freq else None
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    writer, schema = None, None
+    rows, pending_values, row_count = [], 0, 0
+    try:
+        with open(temporary, "wb") as sink:
+
+            def flush():
+                nonlocal rows, pending_values
+                if rows:
+                    writer.write_batch(_record_batch(rows, schema))
+                rows, pending_values = [], 0
+
+            for index, element in enumerate(series):
+                values = np.asarray(element)
+                if values.dtype.kind not in "biuf" or values.ndim not in (1, 2):
+                    raise ValueError(
+                        "Each series must be a 1-D (or 2-D multivariate) array of numbers. "
+                        f"Received: series[{index}] with shape {values.shape}, dtype {values.dtype}"
+                    )
+                if schema is None:
+                    schema = _schema(multivariate=values.ndim == 2, metadata=metadata)
+                    writer = pa.ipc.new_file(sink, schema, options=options)
+                if (values.ndim == 2) != pa.types.is_list(schema.field(TARGET).type.value_type):
+                    raise ValueError(
+                        "All series must have the rank of the first one (1-D, or 2-D for "
+                        f"multivariate rows). Received: series[{index}] with shape {values.shape}"
+                    )
+                row_start = single_start if starts is None else next(starts, None)
+                if row_start is None:
+                    raise ValueError(
+                        f"`start` must hold one timestamp per series. Received: fewer than "
+                        f"{index + 1} starts"
+                    )
+                row_start = np.datetime64(row_start, "s")
+                with np.errstate(over="ignore"):
+                    rows.append((row_start, values.astype(np.float32)))
+                pending_values += values.size
+                row_count += 1
+                if len(rows) >= rows_per_batch or pending_values >= _BATCH_VALUES:
+                    flush()
+            if schema is None:
+                raise ValueError("`series` must hold at least one series. Received: no series")
+            flush()
+            writer.close()
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temporary, path)
+        _fsync_directory(path.parent)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def _schema(multivariate: bool, metadata: dict | None) -> pa.Schema:
+    target = pa.list_(pa.float32())
+    if multivariate:
+        target = pa.list_(target)
+    return pa.schema([(START, pa.timestamp("s")), (TARGET, target)], metadata=metadata)
+
+
+def _record_batch(rows: list, schema: pa.Schema) -> pa.RecordBatch:
+    starts = pa.array(np.array([r[0] for r in rows], dtype="datetime64[s]"), pa.timestamp("s"))
+    arrays = [r[1] for r in rows]
+    if arrays[0].ndim == 2:
+        inner_counts = [a.shape[1] for a in arrays for _ in range(a.shape[0])]
+        flat = [a.reshape(-1) for a in arrays]
+        inner = pa.ListArray.from_arrays(_offsets(inner_counts), _concat(flat))
+        target = pa.ListArray.from_arrays(_offsets([a.shape[0] for a in arrays]), inner)
+    else:
+        target = pa.ListArray.from_arrays(_offsets([a.size for a in arrays]), _concat(arrays))
+    return pa.record_batch([starts, target], schema=schema)
+
+
+def _offsets(counts: list[int]) -> pa.Array:
+    offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+    if offsets[-1] >= 2**31:
+        raise ValueError("A record batch holds more than 2**31 values; lower `rows_per_batch`.")
+    return pa.array(offsets.astype(np.int32))
+
+
+def _concat(arrays: list[np.ndarray]) -> pa.Array:
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, np.float32)
+    return pa.array(flat.astype(np.float32, copy=False), type=pa.float32())
+
+
+def _is_single_time(start: Any) -> bool:
+    return isinstance(start, (str, bytes, np.datetime64)) or not isinstance(start, Iterable)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Makes the rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _is_list(data_type: pa.DataType) -> bool:
+    return (
+        pa.types.is_list(data_type)
+        or pa.types.is_large_list(data_type)
+        or pa.types.is_fixed_size_list(data_type)
+    )
+
+
+def _is_number(data_type: pa.DataType) -> bool:
+    return pa.types.is_integer(data_type) or pa.types.is_floating(data_type)
+
+
+def _list_offsets(array: pa.Array) -> np.ndarray:
+    """int64 offsets `(len(array) + 1,)` of a (large/fixed-size) list array into `.values`."""
+    if pa.types.is_fixed_size_list(array.type):
+        size = array.type.list_size
+        return (array.offset + np.arange(len(array) + 1, dtype=np.int64)) * size
+    return np.asarray(array.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _in_range(array: pa.Array, base: int, size: int) -> bool:
+    """Whether the values of `array` are read in place from the mapping at `base`."""
+    data = array.buffers()[-1]
+    return data is not None and base <= data.address < base + size
+
+
+def _load_madvise():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_MADVISE = _load_madvise()

@@ -1,0 +1,13 @@
+"""The chronos-moe test suite (a package, so helpers such as
+`tests.checkpoint_factory` import by name)."""
+
+import importlib.util
+
+if importlib.util.find_spec("torch") is not None:
+    import torch
+
+    # The tests multiply tiny matrices. With several intra-op threads, torch's
+    # thread-pool synchronisation costs more than the work: about 20 ms per small
+    # matmul on a busy 2-core machine against 0.02 ms with one thread. This holds
+    # for the reference transformers models and Keras' torch backend alike.
+    torch.set_num_threads(1)

@@ -1,0 +1,18 @@
+"""The examples in the data modules' docstrings run as written."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["errors", "source", "arrow", "report", "windows", "dataset", "synthetic", "mixup"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    if name == "source":
+        pytest.importorskip("pandas")  # the DataFrame example builds one
+    module = importlib.import_module(f"chronos_moe.data.{name}")
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
