@@ -9,6 +9,7 @@ follow transformers' T5; linear weights are stored `(out, in)`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,29 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+# Limits checked before anything is allocated for an untrusted file: a
+# safetensors header (JSON) longer than this is refused, as is a config.json or
+# an index file larger than MAX_JSON_BYTES.
+MAX_HEADER_BYTES = 100 * 2**20
+MAX_JSON_BYTES = 16 * 2**20
+# safetensors dtypes chronos-moe reads, with their little-endian numpy type
+# (BF16 is decoded by hand: numpy has no bfloat16).
+SAFETENSORS_DTYPES = {
+    "BOOL": np.dtype("bool"),
+    "U8": np.dtype("u1"),
+    "I8": np.dtype("i1"),
+    "U16": np.dtype("<u2"),
+    "I16": np.dtype("<i2"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "U32": np.dtype("<u4"),
+    "I32": np.dtype("<i4"),
+    "F32": np.dtype("<f4"),
+    "U64": np.dtype("<u8"),
+    "I64": np.dtype("<i8"),
+    "F64": np.dtype("<f8"),
+}
 
 # Names transformers may write for the tied embedding; they alias `shared.weight`.
 TIED_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
@@ -105,15 +129,29 @@ def resolve_checkpoint(path_or_hub_id: str | os.PathLike) -> Path:
     return Path(local)
 
 
+def read_json(path: Path, what: str = "file") -> Any:
+    """The JSON content of a checkpoint file, or a `CheckpointError` naming it.
+
+    Files over `MAX_JSON_BYTES` are refused before they are read; invalid
+    UTF-8, invalid JSON and nesting too deep for the parser are named errors.
+    """
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise CheckpointError(
+            f"{path}: {size} bytes, larger than the {MAX_JSON_BYTES} bytes a {what} may have."
+        )
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError
+        raise CheckpointError(f"{path} is not valid JSON: {error}") from None
+
+
 def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig]:
     """ChronosT5 keyword arguments and the `ChronosConfig` of a checkpoint."""
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
         raise CheckpointError(f"No {CONFIG_NAME} in checkpoint directory {str(directory)!r}.")
-    try:
-        raw = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{config_path} is not valid JSON: {error}") from error
+    raw = read_json(config_path, CONFIG_NAME)
     if not isinstance(raw, dict):
         raise CheckpointError(
             f"{config_path} must hold a JSON object. Received: {type(raw).__name__}"
@@ -127,7 +165,15 @@ def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig]:
             f"chronos-moe reads Chronos T5 checkpoints (model_type 't5'). "
             f"Received: model_type={raw.get('model_type')!r} in {config_path}"
         )
-    chronos = ChronosConfig.from_dict(raw["chronos_config"])
+    if not isinstance(raw["chronos_config"], dict):
+        raise CheckpointError(
+            f"{config_path}: `chronos_config` must be a JSON object. "
+            f"Received: {type(raw['chronos_config']).__name__}"
+        )
+    try:
+        chronos = ChronosConfig.from_dict(raw["chronos_config"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{config_path}: invalid `chronos_config`: {error}") from None
     kwargs = {key: raw[key] for key in T5_CONFIG_KEYS if key in raw and raw[key] is not None}
     # transformers 5 always writes `tie_word_embeddings: true` and records the
     # T5 v1.1 behaviour (no d_model^-0.5 rescale, own lm_head) as
@@ -138,16 +184,114 @@ def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig]:
     return kwargs, chronos
 
 
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+def read_safetensors_header(path: Path) -> tuple[dict[str, dict[str, Any]], int]:
+    """The tensor entries of a safetensors file and the byte offset of its data.
+
+    Everything is checked before any tensor is read (and before the header is
+    read when its declared length is implausible): the 8-byte little-endian
+    header length (at most `MAX_HEADER_BYTES` and within the file), the JSON
+    header, each tensor's dtype, shape and `data_offsets` (inside the data, of
+    `prod(shape) × itemsize` bytes), and that the tensors tile the data
+    without gap, overlap or trailing bytes, as the safetensors format requires.
+    So nothing the file declares can make the reader allocate more than the
+    file holds. Every failure is a `CheckpointError` naming the file.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(
+                f"{path}: {size} bytes, too short for a safetensors file (truncated?)"
+            )
+        length = int.from_bytes(prefix, "little")
+        if length > MAX_HEADER_BYTES:
+            raise CheckpointError(
+                f"{path}: declares a {length}-byte safetensors header, over the "
+                f"{MAX_HEADER_BYTES}-byte limit (not a safetensors file, or corrupt)"
+            )
+        if length > size - 8:
+            raise CheckpointError(
+                f"{path}: declares a {length}-byte safetensors header, but only {size - 8} "
+                "bytes follow (truncated?)"
+            )
+        header_bytes = handle.read(length)
+    try:
+        header = json.loads(header_bytes)
+    except (ValueError, RecursionError) as error:
+        raise CheckpointError(
+            f"{path}: the safetensors header is not valid JSON ({error})"
+        ) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header is not a JSON object")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path}: `__metadata__` must map strings to strings")
+    data_size = size - 8 - length
+    spans = []
+    for name, entry in header.items():
+        problem = _tensor_entry_problem(entry, data_size)
+        if problem:
+            raise CheckpointError(f"{path}: tensor {name!r}: {problem}")
+        spans.append((*entry["data_offsets"], name))
+    end = 0
+    for begin, stop, name in sorted(spans):
+        if begin != end:
+            what = "overlaps the previous tensor" if begin < end else "leaves a gap before it"
+            raise CheckpointError(f"{path}: tensor {name!r} {what} (data_offsets {begin})")
+        end = stop
+    if end != data_size:
+        raise CheckpointError(
+            f"{path}: the tensors cover {end} bytes of data, the file holds {data_size}"
+        )
+    return header, 8 + length
+
+
+def _tensor_entry_problem(entry: Any, data_size: int) -> str | None:
+    """What is wrong with one tensor entry of a safetensors header, if anything."""
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        return "expected an object with exactly `dtype`, `shape` and `data_offsets`"
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
+        return f"unsupported dtype {dtype!r} (expected one of {sorted(SAFETENSORS_DTYPES)})"
+
+    def is_count(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(shape, list) or not all(is_count(d) for d in shape):
+        return f"shape must be a list of integers >= 0. Received: {shape!r}"
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(is_count, offsets))):
+        return f"data_offsets must be [begin, end] integers >= 0. Received: {offsets!r}"
+    begin, end = offsets
+    if not begin <= end <= data_size:
+        return f"data_offsets {offsets} lie outside the {data_size} bytes of data"
+    expected = math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize
+    if end - begin != expected:
+        return f"shape {shape} of {dtype} needs {expected} bytes, data_offsets span {end - begin}"
+    return None
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file as numpy (BF16 exactly as float32).
+
+    The header is validated first (`read_safetensors_header`); the tensors are
+    then read from the validated byte ranges, so no reader allocates more than
+    the file holds (BF16 doubles in float32).
+    """
+    header, data_start = read_safetensors_header(path)
     tensors = {}
-    with safetensors.safe_open(str(path), framework="numpy") as handle:
-        for name in handle.keys():
-            if handle.get_slice(name).get_dtype() == "BF16":
-                # numpy has no bfloat16: read through torch, exact in float32.
-                with safetensors.safe_open(str(path), framework="pt") as torch_handle:
-                    tensors[name] = torch_handle.get_tensor(name).float().numpy()
-            else:
-                tensors[name] = handle.get_tensor(name)
+    with open(path, "rb") as handle:
+        for name, entry in header.items():
+            begin, end = entry["data_offsets"]
+            handle.seek(data_start + begin)
+            buffer = bytearray(end - begin)
+            if handle.readinto(buffer) != len(buffer):  # the file shrank since it was checked
+                raise CheckpointError(f"{path}: tensor {name!r} is cut short")
+            values = np.frombuffer(buffer, SAFETENSORS_DTYPES[entry["dtype"]])
+            if entry["dtype"] == "BF16":  # bfloat16 is the top half of a float32: exact
+                values = (values.astype(np.uint32) << 16).view(np.float32)
+            tensors[name] = values.astype(values.dtype.newbyteorder("="), copy=False).reshape(
+                entry["shape"]
+            )
     return tensors
 
 
@@ -156,12 +300,15 @@ def read_weights(directory: Path) -> dict[str, np.ndarray]:
     single = directory / WEIGHTS_NAME
     index = directory / WEIGHTS_INDEX_NAME
     if single.is_file():
-        return _read_safetensors(single)
+        return read_safetensors(single)
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         tensors: dict[str, np.ndarray] = {}
-        for name in files:
-            tensors.update(_read_safetensors(directory / name))
+        for name in _shard_names(index):
+            shard = read_safetensors(directory / name)
+            repeated = sorted(set(shard) & set(tensors))
+            if repeated:
+                raise CheckpointError(f"{directory / name}: holds {repeated[0]!r} a second time")
+            tensors.update(shard)
         return tensors
     pickled = [name for name in PICKLE_NAMES if (directory / name).exists()]
     if pickled:
@@ -171,6 +318,24 @@ def read_weights(directory: Path) -> dict[str, np.ndarray]:
             "transformers: `T5ForConditionalGeneration.from_pretrained(dir).save_pretrained(dir)`."
         )
     raise CheckpointError(f"No {WEIGHTS_NAME} in checkpoint directory {str(directory)!r}.")
+
+
+def _shard_names(index: Path) -> list[str]:
+    """The shard files an index names: plain `.safetensors` names in its directory."""
+    content = read_json(index, "safetensors index")
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index}: expected {{'weight_map': {{tensor name: file name}}}}")
+    names = sorted(set(weight_map.values()))
+    for name in names:
+        if Path(name).name != name or name in ("", ".", "..") or not name.endswith(".safetensors"):
+            raise CheckpointError(
+                f"{index}: shard names must be .safetensors files in the checkpoint "
+                f"directory. Received: {name!r}"
+            )
+        if not (index.parent / name).is_file():
+            raise CheckpointError(f"{index}: names the shard {name!r}, which does not exist")
+    return names
 
 
 def hf_weight_map(model: ChronosT5 | ChronosMoE) -> dict[str, tuple[Any, bool]]:
@@ -270,8 +435,20 @@ def load_chronos(path_or_hub_id: str | os.PathLike) -> ChronosT5 | ChronosMoE:
     `config.json` has a `chronos_moe_config` block."""
     directory = resolve_checkpoint(path_or_hub_id)
     kwargs, _ = read_config(directory)
-    moe_kwargs = json.loads((directory / CONFIG_NAME).read_text()).get(MOE_CONFIG_KEY)
+    moe_kwargs = read_json(directory / CONFIG_NAME).get(MOE_CONFIG_KEY)
+    if moe_kwargs is not None and not isinstance(moe_kwargs, dict):
+        raise CheckpointError(f"{directory / CONFIG_NAME}: `{MOE_CONFIG_KEY}` must be an object")
     tensors = read_weights(directory)
+    # A config can ask for any size; the weights file cannot lie about its own.
+    # Refuse before building a model far larger than the weights it would hold
+    # (small differences get the precise missing/shape report further down).
+    needed = minimum_parameter_count(kwargs, moe_kwargs or {})
+    stored = sum(tensor.size for tensor in tensors.values())
+    if needed > 2 * stored:
+        raise CheckpointError(
+            f"{directory / CONFIG_NAME} describes a model of at least {needed} parameters, "
+            f"but its weights hold only {stored} values: config and weights do not match."
+        )
     try:
         model = ChronosT5(**kwargs)
         if moe_kwargs is not None:
@@ -292,6 +469,36 @@ def load_chronos(path_or_hub_id: str | os.PathLike) -> ChronosT5 | ChronosMoE:
             )
     assign_hf_weights(model, tensors, source=str(directory))
     return model
+
+
+def minimum_parameter_count(kwargs: dict[str, Any], moe_kwargs: dict[str, Any]) -> int:
+    """A lower bound on the parameters of the model a checkpoint config describes.
+
+    Computed from the config alone, before any weight is allocated. Fields that
+    are not integers count as 0 here (the model constructors reject them).
+    """
+
+    def size(values, key, default=0):
+        value = values.get(key, default)
+        return value if isinstance(value, int) and value > 0 else 0
+
+    d_model, d_ff = size(kwargs, "d_model", 512), size(kwargs, "d_ff", 2048)
+    vocab = size(kwargs, "vocab_size", 4096)
+    inner = size(kwargs, "num_heads", 8) * size(kwargs, "d_kv", 64)
+    encoder_layers = size(kwargs, "num_layers", 6)
+    decoder_layers = size(kwargs, "num_decoder_layers", encoder_layers) or encoder_layers
+    buckets = size(kwargs, "relative_attention_num_buckets", 32) * size(kwargs, "num_heads", 8)
+    feed_forward = 2 * d_model * d_ff
+    count = vocab * d_model + 2 * buckets
+    count += encoder_layers * (4 * d_model * inner + feed_forward)
+    count += decoder_layers * (8 * d_model * inner + feed_forward)
+    if moe_kwargs:
+        experts = size(moe_kwargs, "num_experts", 4)
+        expert_hidden = size(moe_kwargs, "expert_hidden_dim") or d_ff
+        hidden = size(moe_kwargs, "router_hidden_dim", 128)
+        count += experts * (2 * d_model * expert_hidden + d_model * vocab)
+        count += hidden * (d_model + experts)
+    return count
 
 
 def load_chronos_t5(path_or_hub_id: str | os.PathLike) -> ChronosT5:
