@@ -21,40 +21,96 @@ _EXPORTS = {
     "backend_info": "chronos_moe.backend",
     "CheckpointError": "chronos_moe.checkpoints",
     "ChronosConfig": "chronos_moe.config",
+    "read_arrow": "chronos_moe.data.arrow",
+    "write_arrow": "chronos_moe.data.arrow",
+    "ChronosDataset": "chronos_moe.data.dataset",
+    "DataError": "chronos_moe.data.errors",
+    "tsmixup": "chronos_moe.data.mixup",
+    "series_from_dataframe": "chronos_moe.data.source",
+    "generate_sample_series": "chronos_moe.data.synthetic",
+    "kernel_synth": "chronos_moe.data.synthetic",
+    "evaluate": "chronos_moe.evaluation.evaluate",
+    "EvaluationResult": "chronos_moe.evaluation.evaluate",
+    "aggregate_relative_score": "chronos_moe.evaluation.metrics",
+    "mean_absolute_scaled_error": "chronos_moe.evaluation.metrics",
+    "weighted_quantile_loss": "chronos_moe.evaluation.metrics",
+    "plot_forecast": "chronos_moe.evaluation.plots",
+    "plot_training_curves": "chronos_moe.evaluation.plots",
+    "analyze_routing": "chronos_moe.evaluation.routing",
+    "RoutingAnalysis": "chronos_moe.evaluation.routing",
     "ChronosT5": "chronos_moe.models.chronos_t5",
     "LoadBalancingRegularizer": "chronos_moe.moe.balancing",
     "MoEExpertHead": "chronos_moe.moe.experts",
-    "ChronosMoE": "chronos_moe.moe.model",
     "build_moe_chronos": "chronos_moe.moe.model",
+    "ChronosMoE": "chronos_moe.moe.model",
     "ContextRouter": "chronos_moe.moe.router",
     "ChronosPipeline": "chronos_moe.pipeline",
     "load_model": "chronos_moe.saving",
     "MeanScaleUniformBins": "chronos_moe.tokenizer",
+    "compare": "chronos_moe.training.compare",
+    "ConfigError": "chronos_moe.training.config",
     "TrainingConfig": "chronos_moe.training.config",
+    "RunError": "chronos_moe.training.run",
     "train": "chronos_moe.training.run",
+    "TrainResult": "chronos_moe.training.run",
 }
 
 __all__ = [
     "CheckpointError",
     "ChronosConfig",
+    "ChronosDataset",
     "ChronosMoE",
     "ChronosPipeline",
     "ChronosT5",
+    "ConfigError",
     "ContextRouter",
+    "DataError",
+    "EvaluationResult",
     "LoadBalancingRegularizer",
     "MeanScaleUniformBins",
     "MoEExpertHead",
+    "RoutingAnalysis",
+    "RunError",
+    "TrainResult",
     "TrainingConfig",
+    "aggregate_relative_score",
+    "analyze_routing",
     "backend_info",
     "build_moe_chronos",
+    "compare",
+    "evaluate",
+    "generate_sample_series",
+    "kernel_synth",
     "load_model",
+    "mean_absolute_scaled_error",
+    "plot_forecast",
+    "plot_training_curves",
+    "read_arrow",
+    "series_from_dataframe",
     "train",
+    "tsmixup",
+    "weighted_quantile_loss",
+    "write_arrow",
 ]
 
 if TYPE_CHECKING:
     from chronos_moe.backend import backend_info
     from chronos_moe.checkpoints import CheckpointError
     from chronos_moe.config import ChronosConfig
+    from chronos_moe.data.arrow import read_arrow, write_arrow
+    from chronos_moe.data.dataset import ChronosDataset
+    from chronos_moe.data.errors import DataError
+    from chronos_moe.data.mixup import tsmixup
+    from chronos_moe.data.source import series_from_dataframe
+    from chronos_moe.data.synthetic import generate_sample_series, kernel_synth
+    from chronos_moe.evaluation.evaluate import EvaluationResult, evaluate
+    from chronos_moe.evaluation.metrics import (
+        aggregate_relative_score,
+        mean_absolute_scaled_error,
+        weighted_quantile_loss,
+    )
+    from chronos_moe.evaluation.plots import plot_forecast, plot_training_curves
+    from chronos_moe.evaluation.routing import RoutingAnalysis, analyze_routing
     from chronos_moe.models.chronos_t5 import ChronosT5
     from chronos_moe.moe.balancing import LoadBalancingRegularizer
     from chronos_moe.moe.experts import MoEExpertHead
@@ -63,8 +119,9 @@ if TYPE_CHECKING:
     from chronos_moe.pipeline import ChronosPipeline
     from chronos_moe.saving import load_model
     from chronos_moe.tokenizer import MeanScaleUniformBins
-    from chronos_moe.training.config import TrainingConfig
-    from chronos_moe.training.run import train
+    from chronos_moe.training.compare import compare
+    from chronos_moe.training.config import ConfigError, TrainingConfig
+    from chronos_moe.training.run import RunError, TrainResult, train
 
 
 def __getattr__(name: str) -> Any:

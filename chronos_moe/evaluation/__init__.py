@@ -2,8 +2,9 @@
 
 * `weighted_quantile_loss`, `mean_absolute_scaled_error`, `aggregate_relative_score`
   and their helpers: the Chronos benchmark's metrics, in numpy (`metrics.py`).
-* `evaluate`, `run_evaluate`: scores of a model and of the Naive and Seasonal Naive
-  baselines on the last `prediction_length` points of every series (`evaluate.py`).
+* `evaluate`, `run_evaluate`, `markdown_comparison`: scores of a model and of the Naive
+  and Seasonal Naive baselines on the last `prediction_length` points of every series
+  (`evaluate.py`).
 * `analyze_routing`, `write_routing_report`, `run_analyze_experts`: which experts a
   MoE model chooses and what they attract (`routing.py`).
 * `plot_forecast`, `plot_training_curves` and the routing plots (`plots.py`).
@@ -15,6 +16,7 @@ from chronos_moe.evaluation.evaluate import (
     DatasetResult,
     EvaluationResult,
     evaluate,
+    markdown_comparison,
     naive_forecast,
     run_evaluate,
     seasonal_naive_forecast,
@@ -52,6 +54,7 @@ __all__ = [
     "aggregate_relative_score",
     "analyze_routing",
     "evaluate",
+    "markdown_comparison",
     "mean_absolute_scaled_error",
     "naive_forecast",
     "plot_expert_examples",

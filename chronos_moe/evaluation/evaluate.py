@@ -194,14 +194,21 @@ class EvaluationResult:
         return rows + [aggregate]
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """Writes `rows()` as CSV (numbers with full precision). Returns the path."""
+        """Writes `rows()` as CSV (numbers with full precision), atomically. Returns
+        the path."""
+        from chronos_moe.checkpoints import _write_atomically
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = self.rows()
-        with open(path, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+
+        def write(temporary: str) -> None:
+            with open(temporary, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+        _write_atomically(path, write)  # a reader never sees a half-written file
         return path
 
     def to_markdown(self) -> str:
@@ -244,6 +251,54 @@ class EvaluationResult:
             f"WQL {self.relative_wql:.4f}, MASE {self.relative_mase:.4f} "
             f"(Naive: WQL {naive['wql']:.4f}, MASE {naive['mase']:.4f})"
         )
+
+
+def markdown_comparison(results: Mapping[str, EvaluationResult]) -> str:
+    """A Markdown table comparing models evaluated on the same data: one row per
+    model, then Naive and Seasonal Naive; per dataset its WQL and MASE, then the
+    aggregate scores relative to Seasonal Naive.
+
+    Args:
+        results: `model name -> EvaluationResult`, all of the same datasets and
+            prediction length (the baselines are taken from the first).
+
+    Returns:
+        str, the table.
+
+    Example:
+
+    >>> import numpy as np
+    >>> series = [np.sin(np.arange(40.0)) + 2, np.arange(30.0)]
+    >>> naive = evaluate("naive", series, prediction_length=4, seasonality=6)
+    >>> print(markdown_comparison({"naive as model": naive}).splitlines()[-1])
+    | Seasonal Naive | 0.2086 | 0.8636 | 1.0000 | 1.0000 |
+    """
+    if not results:
+        raise ValueError("`results` must hold at least one EvaluationResult. Received: {}")
+    first = next(iter(results.values()))
+    names = [d.name for d in first.datasets]
+    for label, result in results.items():
+        if [d.name for d in result.datasets] != names or (
+            result.prediction_length != first.prediction_length
+        ):
+            raise ValueError(
+                "`results` must be evaluations of the same datasets with the same "
+                f"prediction_length. Received: {label!r} on {[d.name for d in result.datasets]} "
+                f"(prediction_length={result.prediction_length}), expected {names} "
+                f"(prediction_length={first.prediction_length})"
+            )
+    columns = [f"{name} {metric.upper()}" for name in names for metric in METRICS]
+    lines = [
+        "| model | " + " | ".join(columns) + " | relative WQL | relative MASE |",
+        "|---" * (len(columns) + 3) + "|",
+    ]
+    rows = [(label, result, "model") for label, result in results.items()]
+    rows += [("Naive", first, "naive"), ("Seasonal Naive", first, "seasonal_naive")]
+    for label, result, method in rows:
+        values = [d.scores[method][m] for d in result.datasets for m in METRICS]
+        values += [result.relative[method][m] for m in METRICS]
+        lines.append(f"| {label} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
+    return "\n".join(lines)
 
 
 def _format_table(header: list[str], rows: list[list[str]]) -> str:

@@ -8,6 +8,7 @@ headless (servers, CI) and leaves a notebook's backend alone. Each returns the
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -126,7 +127,8 @@ def plot_training_curves(
     Args:
         logs: `run name -> list of log rows`, each row a dict with `step` and
             `ce_loss` (as `TrainResult.log`); rows with an `lb_loss` draw the
-            balance loss of the runs that have a non-zero one (MoE runs).
+            balance loss of the runs that have a finite, non-zero one (MoE runs;
+            dense runs log NaN).
         path: where to write the PNG. Defaults to `None` (no file).
 
     Returns:
@@ -148,8 +150,8 @@ def plot_training_curves(
     for name, rows in logs.items():
         steps = [row["step"] for row in rows]
         ce_axes.plot(steps, [row["ce_loss"] for row in rows], label=name)
-        lb = [row.get("lb_loss", 0.0) for row in rows]
-        if any(value for value in lb):
+        lb = [row.get("lb_loss", math.nan) for row in rows]
+        if any(math.isfinite(value) and value != 0 for value in lb):  # dense runs log NaN
             lb_axes.plot(steps, lb, label=name)
             any_lb = True
     ce_axes.set(xlabel="step", ylabel="cross-entropy", title="Cross-entropy loss")

@@ -434,9 +434,16 @@ def run_analyze_experts(
     Returns:
         The path of `report.md`.
     """
+    from chronos_moe.moe.model import ChronosMoE
     from chronos_moe.pipeline import ChronosPipeline
 
     pipeline = ChronosPipeline.from_pretrained(model_dir)
+    if not isinstance(pipeline.model, ChronosMoE):
+        raise ValueError(
+            "analyze-experts needs a Mixture-of-Experts checkpoint (one written by a run with "
+            f"`use_moe: true`). Received: {model_dir} holds a dense "
+            f"{type(pipeline.model).__name__}"
+        )
     paths = [data_paths] if isinstance(data_paths, (str, os.PathLike)) else list(data_paths)
     analysis = analyze_routing(pipeline, paths, batch_size=batch_size)
     report = write_routing_report(

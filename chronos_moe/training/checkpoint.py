@@ -44,7 +44,9 @@ class CheckpointCorrupt(ValueError):
 
 def _variables_to_arrays(variables) -> dict[str, np.ndarray]:
     return {
-        f"{index:05d}:{variable.path}": np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+        # np.array, not np.ascontiguousarray: that one turns scalars (the optimizer's
+        # iteration count) into shape (1,).
+        f"{index:05d}:{variable.path}": np.array(keras.ops.convert_to_numpy(variable), order="C")
         for index, variable in enumerate(variables)
     }
 
@@ -202,6 +204,42 @@ def load_checkpoint(
     _assign_arrays(model.variables, model_arrays, "model", path)
     _assign_arrays(optimizer.variables, optimizer_arrays, "optimizer", path)
     return json.loads((path / "trainer_state.json").read_text())
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The backend's global random state, which no model variable holds, as JSON.
+
+    Keras' torch backend draws the masks of a `Dropout` layer built without a
+    seed from torch's global generator (JAX draws every mask from the layers'
+    seed-generator variables, which the checkpoint holds), so an exact resume
+    on torch restores that generator too.
+
+    Example:
+
+    >>> state = global_rng_state()
+    >>> set_global_rng_state(state)  # a no-op on JAX
+    """
+    if keras.backend.backend() != "torch":
+        return {}
+    import torch
+
+    state = {"torch_cpu": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["torch_cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    """Restores a `global_rng_state()`; a state of another backend is ignored."""
+    if keras.backend.backend() != "torch" or "torch_cpu" not in state:
+        return
+    import torch
+
+    torch.set_rng_state(torch.tensor(state["torch_cpu"], dtype=torch.uint8))
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(
+            [torch.tensor(s, dtype=torch.uint8) for s in state["torch_cuda"]]
+        )
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import fcntl
+import io
 import json
 import logging
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,9 @@ import keras
 import numpy as np
 
 from chronos_moe import backend, checkpoints
+
+# One atomic-write helper for the package (write to a temporary name, fsync, rename).
+from chronos_moe.checkpoints import _write_atomically
 from chronos_moe.config import ChronosConfig
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE, build_moe_chronos
@@ -52,11 +57,13 @@ RESUME_KEYS = (
     "seed",
 )
 LOG_COLUMNS = ("step", "loss", "ce_loss", "lb_loss", "lr", "seconds")
+MIXED_PRECISION_POLICY = "mixed_bfloat16"
+CHECKPOINTS = "checkpoints"  # the subdirectory of output_dir holding step-N/
 
 
 class RunError(RuntimeError):
     """A run that cannot start: an occupied output directory, a held lock, an
-    incompatible resume."""
+    incompatible resume, a config that asks for another backend."""
 
 
 @dataclasses.dataclass
@@ -189,10 +196,10 @@ def _prepare_output(config: TrainingConfig, resume: bool, overwrite: bool) -> Pa
     output = Path(config.output_dir)
     occupied = output.exists() and any(p.name != ".lock" for p in output.iterdir())
     if resume:
-        checkpoint.remove_torn(output)
-        latest = checkpoint.latest_checkpoint(output)
+        checkpoint.remove_torn(output / CHECKPOINTS)
+        latest = checkpoint.latest_checkpoint(output / CHECKPOINTS)
         if latest is None:
-            raise RunError(f"--resume: no complete checkpoint in {output}.")
+            raise RunError(f"--resume: no complete checkpoint in {output / CHECKPOINTS}.")
         return latest
     if occupied and not overwrite:
         raise RunError(
@@ -231,77 +238,144 @@ def train(
 ) -> TrainResult:
     """Runs (or resumes) the training described by `config`.
 
-    Writes into `config.output_dir`: `config.yaml` (resolved), `log.csv` (one
-    row per logged step: step, loss, ce_loss, lb_loss, lr, seconds),
-    `checkpoints/step-N/` every `save_steps`, and `final/` (Hugging Face layout
-    + `model.keras`).
+    Writes into `config.output_dir`: `config.yaml` (the resolved config),
+    `log.csv` and `log.json` (one row per logged step: step, loss, ce_loss,
+    lb_loss, lr, seconds since the start of the run, resumed runs included),
+    `checkpoints/step-N/` every `save_steps` (atomic, see
+    `chronos_moe.training.checkpoint`) and `final/` (Hugging Face layout, which
+    `ChronosPipeline.from_pretrained` loads, plus `model.keras`). Every file is
+    written to a temporary name and renamed into place.
+
+    Args:
+        config: TrainingConfig. The run.
+        resume: bool. Continue from the newest complete checkpoint in
+            `output_dir` (model, optimizer, data position); the losses are those
+            an uninterrupted run would have logged. Defaults to `False`.
+        overwrite: bool. Replace an output directory that holds another run.
+            Defaults to `False` (refused with a `RunError`).
+        verbose: bool. Print the backend and device, and a progress bar of the
+            cross-entropy (and, for MoE, load-balancing) loss. Defaults to `True`.
+
+    Returns:
+        `TrainResult`: the output directory, the trained model, the logged rows
+        and the `final/` directory.
+
+    Example:
+
+    >>> import tempfile, numpy as np
+    >>> from chronos_moe import ChronosT5, checkpoints
+    >>> from chronos_moe.data import generate_sample_series, write_arrow
+    >>> folder = tempfile.mkdtemp()
+    >>> data = write_arrow(generate_sample_series(8, 80), f"{folder}/train.arrow")
+    >>> small = ChronosT5.from_preset("tiny", vocab_size=64, num_layers=1, d_model=16,
+    ...     d_ff=32, num_heads=2, d_kv=8, chronos_config={"n_tokens": 64})
+    >>> _ = checkpoints.save_chronos(small, f"{folder}/start")
+    >>> config = TrainingConfig(training_data_paths=[str(data)], model_id=f"{folder}/start",
+    ...     random_init=False, n_tokens=64, context_length=16, prediction_length=4,
+    ...     min_past=8, per_device_train_batch_size=4, max_steps=2, save_steps=2,
+    ...     log_steps=1, output_dir=f"{folder}/run")
+    >>> result = train(config, verbose=False)
+    >>> [row["step"] for row in result.log], sorted(p.name for p in result.final_dir.iterdir())
+    ([1, 2], ['config.json', 'model.keras', 'model.safetensors'])
     """
+    _check_backend(config)
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     with OutputLock(output):
         resume_from = _prepare_output(config, resume, overwrite)
+        previous_policy = keras.mixed_precision.global_policy()
         if config.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        dataset = build_dataset(config)
-        model = build_model(config)
-        optimizer = build_optimizer(config)
-        model.compile(optimizer=optimizer, jit_compile=backend.BACKEND == "jax")
-        start_step = 0
-        if resume_from is not None:
-            state = checkpoint.load_checkpoint(resume_from, model, optimizer)
-            _check_resume_compatible(config, state)
-            dataset.set_state(state["data"])
-            start_step = state["step"]
-            logger.info("Resumed from %s (step %d).", resume_from, start_step)
-        (output / "config.yaml").write_text(config.to_yaml())
-        info = backend.backend_info()
-        if verbose:
-            print(f"chronos-moe train: backend {info['backend']} on {info['device']}")
-        log = _read_log(output / "log.csv", upto=start_step)
-        progress = keras.utils.Progbar(config.max_steps, verbose=1 if verbose else 0)
-        started = time.perf_counter()
-        window: list[dict[str, float]] = []
-        for step in range(start_step, config.max_steps):
-            batch = dataset[step - start_step]  # after set_state, index 0 is the next batch
-            learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-            logs = model.train_on_batch(batch, return_dict=True)
-            row = {
-                "step": step + 1,
-                "loss": float(logs["loss"]),
-                "ce_loss": float(logs.get("ce_loss", logs["loss"])),
-                "lb_loss": float(logs.get("lb_loss", float("nan"))),
-                "lr": learning_rate,
-            }
-            window.append(row)
-            if not np.isfinite(row["loss"]):
-                raise FloatingPointError(f"The loss became {row['loss']} at step {step + 1}.")
-            last = step + 1 == config.max_steps
-            if (step + 1) % config.log_steps == 0 or last:
-                mean = {key: float(np.mean([r[key] for r in window])) for key in LOG_COLUMNS[1:5]}
-                entry = {"step": step + 1, **mean, "seconds": time.perf_counter() - started}
-                log.append(entry)
-                _write_log(output / "log.csv", log)
-                window = []
-                progress.update(step + 1, [(k, entry[k]) for k in ("ce_loss", "lb_loss")])
-            if (step + 1) % config.save_steps == 0 or last:
-                checkpoint.save_checkpoint(
-                    output / "checkpoints",
-                    step + 1,
-                    model,
-                    optimizer,
-                    {
-                        "data": dataset.get_state(),
-                        "config": config.to_dict(),
-                        "backend": info,
-                        "versions": _versions(),
-                    },
-                )
-                if config.save_total_limit:
-                    checkpoint.prune_checkpoints(output / "checkpoints", config.save_total_limit)
-        final = output / "final"
-        checkpoints.save_chronos(model, final)
-        model.save(final / "model.keras")
-        return TrainResult(output, model, log, final)
+            keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICY)
+        try:
+            return _run(config, output, resume_from, verbose)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _run(
+    config: TrainingConfig, output: Path, resume_from: Path | None, verbose: bool
+) -> TrainResult:
+    """The body of `train` once the output directory is checked and locked."""
+    dataset = build_dataset(config)
+    model = build_model(config)
+    optimizer = build_optimizer(config)
+    model.compile(optimizer=optimizer, jit_compile=backend.BACKEND == "jax")
+    start_step = 0
+    if resume_from is not None:
+        state = checkpoint.load_checkpoint(resume_from, model, optimizer)
+        _check_resume_compatible(config, state)
+        dataset.set_state(state["data"])
+        checkpoint.set_global_rng_state(state.get("rng", {}))
+        start_step = state["step"]
+        logger.info("Resumed from %s (step %d).", resume_from, start_step)
+    write_text_atomically(output / "config.yaml", config.to_yaml())
+    info = backend.backend_info()
+    if verbose:
+        print(
+            f"chronos-moe train: backend {info['backend']} on {info['device']}"
+            + (f", resuming at step {start_step}" if start_step else "")
+        )
+    log = _read_log(output / "log.csv", upto=start_step)
+    shown = ("ce_loss", "lb_loss") if config.use_moe else ("ce_loss",)
+    progress = keras.utils.Progbar(
+        config.max_steps, verbose=1 if verbose else 0, stateful_metrics=shown
+    )
+    if start_step:
+        progress.update(start_step)
+    # `seconds` counts from the start of the run, across resumes.
+    started = time.perf_counter() - (log[-1]["seconds"] if log else 0.0)
+    window: list[dict[str, float]] = []
+    for step in range(start_step, config.max_steps):
+        batch = dataset[step - start_step]  # after set_state, index 0 is the next batch
+        learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        logs = model.train_on_batch(batch, return_dict=True)
+        row = {
+            "step": step + 1,
+            "loss": float(logs["loss"]),
+            "ce_loss": float(logs.get("ce_loss", logs["loss"])),
+            "lb_loss": float(logs.get("lb_loss", float("nan"))),
+            "lr": learning_rate,
+        }
+        window.append(row)
+        if not np.isfinite(row["loss"]):
+            raise FloatingPointError(f"The loss became {row['loss']} at step {step + 1}.")
+        progress.update(step + 1, [(key, row[key]) for key in shown])
+        last = step + 1 == config.max_steps
+        if (step + 1) % config.log_steps == 0 or last:
+            mean = {key: float(np.mean([r[key] for r in window])) for key in LOG_COLUMNS[1:5]}
+            log.append({"step": step + 1, **mean, "seconds": time.perf_counter() - started})
+            _write_log(output, log)
+            window = []
+        if (step + 1) % config.save_steps == 0 or last:
+            checkpoint.save_checkpoint(
+                output / CHECKPOINTS,
+                step + 1,
+                model,
+                optimizer,
+                {
+                    "data": dataset.get_state(),
+                    "rng": checkpoint.global_rng_state(),
+                    "config": config.to_dict(),
+                    "backend": info,
+                    "versions": _versions(),
+                },
+            )
+            if config.save_total_limit:
+                checkpoint.prune_checkpoints(output / CHECKPOINTS, config.save_total_limit)
+    final = output / "final"
+    checkpoints.save_chronos(model, final)
+    save_keras_atomically(model, final / "model.keras")
+    return TrainResult(output, model, log, final)
+
+
+def _check_backend(config: TrainingConfig) -> None:
+    if config.backend is not None and config.backend != backend.BACKEND:
+        raise RunError(
+            f"The config asks for backend {config.backend!r}, but Keras runs on "
+            f"{backend.BACKEND!r}. Run `chronos-moe train --backend {config.backend}`, or set "
+            f"KERAS_BACKEND={config.backend} before Keras is imported. "
+            f"Received: backend={config.backend!r}"
+        )
 
 
 def _versions() -> dict[str, str]:
@@ -318,11 +392,29 @@ def _read_log(path: Path, upto: int) -> list[dict[str, float]]:
     return [row for row in rows if row["step"] <= upto]
 
 
-def _write_log(path: Path, log: list[dict[str, float]]) -> None:
-    temporary = path.with_suffix(".csv.tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+def _write_log(output: Path, log: list[dict[str, float]]) -> None:
+    """Rewrites `log.csv` and `log.json` whole, each atomically."""
+    with io.StringIO() as text:
+        writer = csv.DictWriter(text, fieldnames=LOG_COLUMNS)
         writer.writeheader()
         writer.writerows(log)
-    os.replace(temporary, path)
-    path.with_suffix(".json").write_text(json.dumps(log, indent=1))
+        write_text_atomically(output / "log.csv", text.getvalue())
+    write_text_atomically(output / "log.json", json.dumps(log, indent=1))
+
+
+def save_keras_atomically(model: keras.Model, path: Path) -> None:
+    """`model.save(path)` through a temporary `.keras` name (Keras insists on the
+    suffix), renamed into place."""
+    temporary = path.with_name(f".{path.stem}-{uuid.uuid4().hex[:8]}.keras")
+    try:
+        model.save(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Writes `text` to a temporary file next to `path` and renames it into place."""
+    _write_atomically(path, lambda temporary: Path(temporary).write_text(text))

@@ -1,0 +1,307 @@
+"""The `chronos-moe` command line, called in-process through `cli.main(argv)`:
+every sub-command on a tiny model, and bad input ending in a one-line error
+with exit status 2."""
+
+import csv
+import functools
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from chronos_moe import cli
+from chronos_moe.data import read_arrow
+from chronos_moe.training import compare as compare_module
+from chronos_moe.training.config import TrainingConfig
+from tests.training.helpers import PREDICTION_LENGTH, make_start_checkpoint, small_config
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(capsys, *argv):
+    """`(exit status, stdout, stderr)` of `chronos-moe argv...`."""
+    status = cli.main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def write_config(path, config):
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory):
+    return make_start_checkpoint(tmp_path_factory.mktemp("start"))
+
+
+@pytest.fixture(scope="module")
+def comparison(start, tmp_path_factory):
+    """`chronos-moe compare --quick` on the demo data, shrunk to the tiny start
+    checkpoint, 3 steps and 12 demo series so that it runs in seconds."""
+    output = tmp_path_factory.mktemp("compare")
+    quick = {
+        "context_length": 16,
+        "prediction_length": PREDICTION_LENGTH,
+        "min_past": 8,
+        "max_steps": 3,
+        "save_steps": 3,
+        "log_steps": 1,
+        "per_device_train_batch_size": 4,
+    }
+
+    def sample_config(name):
+        return small_config(start, "unused.arrow", "unused", use_moe="moe" in name)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compare_module, "QUICK_OVERRIDES", quick)
+        patch.setattr(compare_module, "sample_config", sample_config)
+        patch.setattr(
+            compare_module,
+            "make_demo_data",
+            functools.partial(compare_module.make_demo_data, num_series=12),
+        )
+        status = cli.main(["compare", "--quick", "--output-dir", str(output), "--num-samples", "5"])
+    assert status == 0
+    return output
+
+
+# ---- generate-data ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sample", "kernel-synth", "tsmixup"])
+def test_generate_data_is_reproducible_by_seed(kind, tmp_path, capsys):
+    files = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        path = tmp_path / f"{name}.arrow"
+        argv = ["generate-data", "--kind", kind, "--num-series", 5, "--length", 80]
+        status, out, _ = run_cli(capsys, *argv, "--seed", seed, "--output", path)
+        assert status == 0 and f"Wrote 5 series to {path}" in out
+        files.append(read_arrow(path))
+    first, same, other = files
+    assert len(first) == 5 and all(1 <= len(s) <= 80 for s in first)
+    assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(first, same, strict=True))
+    assert not all(
+        len(x) == len(y) and np.array_equal(x, y, equal_nan=True)
+        for x, y in zip(first, other, strict=True)
+    )
+
+
+def test_tsmixup_mixes_the_input_files(tmp_path, capsys):
+    source = tmp_path / "source.arrow"
+    run_cli(capsys, "generate-data", "--num-series", 3, "--length", 70, "--output", source)
+    mixed = tmp_path / "mixed.arrow"
+    argv = ["generate-data", "--kind", "tsmixup", "--input", source, "--num-series", 4]
+    status, _, _ = run_cli(capsys, *argv, "--length", 64, "--output", mixed)
+    assert status == 0
+    series = read_arrow(mixed)
+    assert len(series) == 4
+    # Every mix is a convex combination of mean-scaled windows: its mean |x| is at most 1.
+    assert all(np.nanmean(np.abs(s)) <= 1 + 1e-5 for s in series)
+
+
+def test_generate_data_bad_input(tmp_path, capsys):
+    argv = ["generate-data", "--input", tmp_path / "x.arrow", "--output", tmp_path / "o.arrow"]
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 2 and "--input is read by --kind tsmixup only" in err
+    argv = ["generate-data", "--kind", "tsmixup", "--input", tmp_path / "missing.arrow"]
+    status, _, err = run_cli(capsys, *argv, "--output", tmp_path / "o.arrow")
+    assert status == 2 and "missing.arrow" in err
+    status, _, err = run_cli(capsys, "generate-data", "--num-series", 0, "--output", tmp_path / "o")
+    assert status == 2 and "num_series" in err
+    assert not (tmp_path / "o.arrow").exists() and not (tmp_path / "o").exists()
+
+
+# ---- train -----------------------------------------------------------------------------
+
+
+def test_train_writes_the_run_and_refuses_to_overwrite_it(start, tmp_path, capsys):
+    data = tmp_path / "train.arrow"
+    run_cli(capsys, "generate-data", "--num-series", 8, "--length", 60, "--output", data)
+    output = tmp_path / "run"
+    config = write_config(tmp_path / "config.yaml", small_config(start, data, output, max_steps=2))
+
+    status, out, _ = run_cli(capsys, "train", "--config", config)
+    assert status == 0
+    assert "chronos-moe train: backend" in out and "ce_loss:" in out
+    assert f"Final model: {output / 'final'}" in out
+    assert {"config.json", "model.safetensors", "model.keras"} <= {
+        p.name for p in (output / "final").iterdir()
+    }
+    assert (output / "log.csv").read_text().splitlines()[
+        0
+    ] == "step,loss,ce_loss,lb_loss,lr,seconds"
+
+    status, _, err = run_cli(capsys, "train", "--config", config)
+    assert status == 2
+    assert f"chronos-moe train: error: {output} already holds files of another run" in err
+
+    # A finished run resumes to its end: nothing left to train, the final model is rewritten.
+    status, out, _ = run_cli(capsys, "train", "--config", config, "--resume")
+    assert status == 0 and "resuming at step 2" in out
+    assert len(json.loads((output / "log.json").read_text())) == 2
+
+    # --overwrite replaces the run: one step now, the old checkpoints gone.
+    write_config(config, small_config(start, data, output, max_steps=1, save_steps=1))
+    status, _, _ = run_cli(capsys, "train", "--config", config, "--overwrite")
+    assert status == 0
+    assert len(json.loads((output / "log.json").read_text())) == 1
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["step-1"]
+
+
+def test_train_config_errors_name_the_key(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text("training_data_paths: [a.arrow]\nnum_expert: 4\n")
+    status, _, err = run_cli(capsys, "train", "--config", path)
+    assert status == 2 and "Unknown config key(s) ['num_expert']" in err
+    path.write_text("training_data_paths: [a.arrow]\nmax_steps: many\n")
+    status, _, err = run_cli(capsys, "train", "--config", path)
+    assert status == 2 and "`max_steps` must be of type int. Received: max_steps='many'" in err
+    path.write_text("training_data_paths: [a.arrow, b.arrow]\nprobability: [1.0]\n")
+    status, _, err = run_cli(capsys, "train", "--config", path)
+    assert status == 2 and "`probability` needs one entry per training data path" in err
+
+
+def test_train_data_errors_are_named_before_training(start, tmp_path, capsys):
+    missing = small_config(start, tmp_path / "missing.arrow", tmp_path / "run")
+    status, _, err = run_cli(
+        capsys, "train", "--config", write_config(tmp_path / "a.yaml", missing)
+    )
+    assert status == 2 and "missing.arrow" in err
+    short = tmp_path / "short.arrow"
+    run_cli(capsys, "generate-data", "--num-series", 3, "--length", 10, "--output", short)
+    config = small_config(start, short, tmp_path / "run2")
+    status, _, err = run_cli(capsys, "train", "--config", write_config(tmp_path / "b.yaml", config))
+    assert status == 2 and "short.arrow" in err
+    assert not (tmp_path / "run" / "final").exists() and not (tmp_path / "run2" / "final").exists()
+
+
+def test_a_backend_other_than_the_running_one_is_refused(start, tmp_path, capsys):
+    import keras
+
+    other = "jax" if keras.backend.backend() == "torch" else "torch"
+    config = small_config(start, tmp_path / "a.arrow", tmp_path / "run", backend=other)
+    status, _, err = run_cli(capsys, "train", "--config", write_config(tmp_path / "c.yaml", config))
+    assert status == 2 and f"asks for backend '{other}'" in err
+
+
+# ---- compare ---------------------------------------------------------------------------
+
+
+def test_compare_quick_writes_the_report(comparison):
+    report = (comparison / "report.md").read_text()
+    for section in ("## Training", "## Forecast accuracy", "## Expert utilisation"):
+        assert section in report
+    for row in ("| dense |", "| moe |", "| Naive |", "| Seasonal Naive |"):
+        assert report.count(row) >= 1
+    assert "relative WQL | relative MASE" in report and "held out from training" in report
+    seasonal_naive = next(line for line in report.splitlines() if line.startswith("| Seasonal"))
+    assert seasonal_naive.endswith("| 1.0000 | 1.0000 |")
+    for figure in ("training_curves.png", "utilization.png"):
+        assert f"]({figure})" in report
+        assert (comparison / figure).read_bytes().startswith(PNG_SIGNATURE)
+    assert (comparison / "experts" / "report.md").is_file()
+    summary = json.loads((comparison / "summary.json").read_text())
+    for name in ("dense", "moe"):
+        assert [row["step"] for row in summary[name]["log"]] == [1, 2, 3]
+        assert np.isfinite([summary[name]["validation_ce"], summary[name]["relative_wql"]]).all()
+    assert summary["dense"]["utilization"] is None
+    assert sum(summary["moe"]["utilization"]) == pytest.approx(1.0)
+    # The held-out points: train.arrow lacks the last PREDICTION_LENGTH points of test.arrow.
+    train = read_arrow(comparison / "data" / "train.arrow")
+    test = read_arrow(comparison / "data" / "test.arrow")
+    assert all(len(b) == len(a) + PREDICTION_LENGTH for a, b in zip(train, test, strict=True))
+
+
+def test_compare_refuses_an_earlier_comparison(comparison, capsys):
+    status, _, err = run_cli(capsys, "compare", "--quick", "--output-dir", comparison)
+    assert status == 2 and "holds an earlier comparison" in err and "--overwrite" in err
+
+
+def test_compare_configs_must_share_data_seed_and_steps(start, tmp_path, capsys):
+    dense = small_config(start, "a.arrow", tmp_path / "x")
+    moe = dense.replace(use_moe=True, max_steps=7, seed=1)
+    paths = [write_config(tmp_path / f"{n}.yaml", c) for n, c in (("d", dense), ("m", moe))]
+    argv = ["compare", "--dense-config", paths[0], "--moe-config", paths[1]]
+    status, _, err = run_cli(capsys, *argv, "--output-dir", tmp_path / "out")
+    assert status == 2
+    assert "max_steps: 4 (dense) vs 7 (MoE)" in err and "seed: 3 (dense) vs 1 (MoE)" in err
+    status, _, err = run_cli(
+        capsys, "compare", "--dense-config", paths[1], "--output-dir", tmp_path
+    )
+    assert status == 2 and "compare needs a dense config (`use_moe: false`)" in err
+
+
+def test_one_config_gives_the_other_with_use_moe_flipped(start):
+    dense = small_config(start, "a.arrow", "x")
+    paired = compare_module._paired_configs(dense, None)
+    assert paired == (dense, dense.replace(use_moe=True))
+    assert compare_module._paired_configs(None, dense.replace(use_moe=True)) == paired
+
+
+# ---- evaluate and analyze-experts --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_evaluate_prints_the_table_and_writes_csv(comparison, kind, tmp_path, capsys):
+    data = [comparison / "data" / "test.arrow", comparison / "data" / "train.arrow"]
+    argv = ["evaluate", "--model", comparison / kind / "final", "--data", *data]
+    csv_path = tmp_path / "scores.csv"
+    status, out, _ = run_cli(
+        capsys, *argv, "--prediction-length", PREDICTION_LENGTH, "--seasonality", 3,
+        "--num-samples", 4, "--output", csv_path,
+    )  # fmt: skip
+    assert status == 0
+    assert "aggregate (2 datasets)" in out and "Aggregate relative score" in out
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["dataset"] for row in rows] == ["test", "train", "aggregate (geometric mean)"]
+    assert all(row["seasonality"] == "3" for row in rows[:2])
+    assert float(rows[0]["seasonal_naive_wql"]) > 0 and float(rows[-1]["model_relative_wql"]) > 0
+
+
+def test_evaluate_bad_input(comparison, tmp_path, capsys):
+    test = comparison / "data" / "test.arrow"
+    model = comparison / "dense" / "final"
+    base = ["evaluate", "--model", model, "--data", test, "--output", tmp_path / "s.csv"]
+    status, _, err = run_cli(capsys, *base, "--prediction-length", 4, "--seasonality", 0)
+    assert status == 2 and "seasonality" in err and "Received" in err
+    status, _, err = run_cli(capsys, *base, "--prediction-length", 1000)
+    assert status == 2 and "No series of dataset 'test' can be evaluated" in err
+    status, _, err = run_cli(capsys, *base[:4], tmp_path / "none.arrow", "--prediction-length", 4)
+    assert status == 2 and "none.arrow" in err
+    status, _, err = run_cli(
+        capsys, "evaluate", "--model", tmp_path, "--data", test, "--prediction-length", 4
+    )
+    assert status == 2 and str(tmp_path) in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_evaluate_a_baseline(comparison, tmp_path, capsys):
+    test = comparison / "data" / "test.arrow"
+    argv = ["evaluate", "--model", "seasonal_naive", "--data", test, "--prediction-length", 4]
+    status, out, _ = run_cli(capsys, *argv, "--output", tmp_path / "s.csv")
+    assert status == 0 and "WQL 1.0000, MASE 1.0000" in out
+
+
+def test_analyze_experts_writes_the_routing_report(comparison, tmp_path, capsys):
+    test = comparison / "data" / "test.arrow"
+    argv = ["analyze-experts", "--model", comparison / "moe" / "final", "--data", test]
+    status, out, _ = run_cli(capsys, *argv, "--output-dir", tmp_path / "report")
+    assert status == 0 and "Routed 12 series: 3 experts, top-2" in out
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Utilisation" in text and "| test | 12 |" in text
+    assert (tmp_path / "report" / "utilization.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_analyze_experts_needs_a_moe_model(comparison, tmp_path, capsys):
+    test = comparison / "data" / "test.arrow"
+    argv = ["analyze-experts", "--model", comparison / "dense" / "final", "--data", test]
+    status, _, err = run_cli(capsys, *argv, "--output-dir", tmp_path / "report")
+    assert status == 2 and "needs a Mixture-of-Experts checkpoint" in err
+
+
+def test_the_sample_configs_name_the_compare_defaults():
+    for name in compare_module.SAMPLE_CONFIGS:
+        assert isinstance(compare_module.sample_config(name), TrainingConfig)

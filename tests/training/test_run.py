@@ -1,0 +1,176 @@
+"""`train`: a run from a config writes its final model, logs and checkpoints, and
+a run stopped and resumed logs the losses of an uninterrupted one.
+
+Each `train` call compiles a train step (seconds on JAX), so the runs that several
+tests read are made once per module."""
+
+import csv
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import chronos_moe
+from chronos_moe import backend
+from chronos_moe.training import checkpoint, run
+from chronos_moe.training.config import ConfigError
+from chronos_moe.training.run import RunError, build_optimizer, train
+from tests.training.helpers import PREDICTION_LENGTH, small_config
+
+
+@pytest.fixture(scope="module")
+def config(start_checkpoint, data_files, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runs")
+
+    def make(name="run", **overrides):
+        return small_config(start_checkpoint, data_files[0], folder / name, **overrides)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def moe_run(config):
+    """Six MoE steps, logged every step, checkpoints at 2, 4 and 6."""
+    return train(config("moe", use_moe=True, max_steps=6), verbose=False)
+
+
+@pytest.fixture(scope="module")
+def dense_run(config):
+    """Four dense steps, logged every step, checkpoints at 2 and 4."""
+    return train(config("dense"), verbose=False)
+
+
+def _read_csv(path):
+    with open(path, newline="") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def test_a_run_writes_final_model_config_and_logs(moe_run, config):
+    output = moe_run.output_dir
+    # Logs: every step (log_steps=1), the documented columns, CSV equal to JSON.
+    rows = _read_csv(output / "log.csv")
+    assert list(rows[0]) == list(run.LOG_COLUMNS)
+    assert rows == json.loads((output / "log.json").read_text()) == moe_run.log
+    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(row["ce_loss"]) and row["lb_loss"] > 0 for row in rows)
+    seconds = [row["seconds"] for row in rows]
+    assert seconds == sorted(seconds) and seconds[0] > 0
+    # The linear schedule: the rate used at step s is 1e-3 * (1 - (s - 1) / 6).
+    expected_lr = [1e-3 * (1 - s / 6) for s in range(6)]
+    np.testing.assert_allclose([row["lr"] for row in rows], expected_lr, rtol=1e-6)
+    # The resolved config, the checkpoints every save_steps.
+    assert chronos_moe.TrainingConfig.from_yaml(output / "config.yaml") == config(
+        "moe", use_moe=True, max_steps=6
+    )
+    assert [s for s, _ in checkpoint.list_checkpoints(output / "checkpoints")] == [2, 4, 6]
+    # The final model: Hugging Face layout and .keras, both giving the trained model's logits.
+    batch = run.build_dataset(config(use_moe=True), mode="validation")[0]
+    expected = keras.ops.convert_to_numpy(moe_run.model(batch)["logits"])
+    pipeline = chronos_moe.ChronosPipeline.from_pretrained(moe_run.final_dir)
+    assert isinstance(pipeline.model, chronos_moe.ChronosMoE)
+    reloaded = chronos_moe.load_model(moe_run.final_dir / "model.keras")
+    for model in (pipeline.model, reloaded):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(model(batch)["logits"]), expected, rtol=1e-5, atol=1e-5
+        )
+    forecast = pipeline.predict(np.arange(30.0), prediction_length=PREDICTION_LENGTH)
+    assert forecast.shape == (1, 20, PREDICTION_LENGTH)
+    # No temporary file is left anywhere.
+    assert not [p for p in output.rglob("*") if ".tmp" in p.name]
+
+
+def test_a_dense_run_logs_no_balance_loss(dense_run):
+    assert isinstance(dense_run.model, chronos_moe.ChronosT5)
+    assert all(np.isnan(row["lb_loss"]) for row in dense_run.log)
+    assert all(row["ce_loss"] == row["loss"] for row in dense_run.log)
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(moe_run, config, monkeypatch):
+    # `moe_run` again, logged every 2 steps (log rows average the steps since the
+    # last row); it dies in step 5, after its step-4 checkpoint, leaving a torn save.
+    stopped = config("stopped", use_moe=True, max_steps=6, log_steps=2)
+    checkpoints = Path(stopped.output_dir) / "checkpoints"
+    torn = checkpoints / "step-5.tmp-0badbeef"
+    real_train_on_batch = keras.Model.train_on_batch
+    calls = []
+
+    def dying(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            torn.mkdir()
+            raise KeyboardInterrupt
+        return real_train_on_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "train_on_batch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(stopped, verbose=False)
+    monkeypatch.undo()
+    assert [s for s, _ in checkpoint.list_checkpoints(checkpoints)] == [2, 4]
+    assert [row["step"] for row in _read_csv(Path(stopped.output_dir) / "log.csv")] == [2, 4]
+
+    resumed = train(stopped, resume=True, verbose=False)
+    assert not torn.exists()
+    assert [row["step"] for row in resumed.log] == [2, 4, 6]
+    for k, row in enumerate(resumed.log):  # the mean of the uninterrupted run's two steps
+        for key in ("loss", "ce_loss", "lb_loss", "lr"):
+            expected = np.mean([r[key] for r in moe_run.log[2 * k : 2 * k + 2]])
+            np.testing.assert_allclose(row[key], expected, rtol=1e-6, err_msg=key)
+    for mine, theirs in zip(resumed.model.weights, moe_run.model.weights, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs), atol=1e-6
+        )
+    # The same batches: the data streams of the two final checkpoints are in one state.
+    states = [
+        json.loads((r.output_dir / "checkpoints" / "step-6" / "trainer_state.json").read_text())
+        for r in (resumed, moe_run)
+    ]
+    assert states[0]["data"] == states[1]["data"]
+
+
+def test_an_output_directory_of_another_run_is_refused(dense_run, config):
+    # (`--overwrite` replacing it is tested through the command line, tests/test_cli.py.)
+    before = (dense_run.output_dir / "log.csv").read_text()
+    with pytest.raises(RunError, match="already holds files of another run. Use --resume"):
+        train(config("dense"), verbose=False)
+    assert (dense_run.output_dir / "log.csv").read_text() == before
+
+
+def test_resume_errors(dense_run, config):
+    with pytest.raises(RunError, match="--resume: no complete checkpoint"):
+        train(config("empty"), resume=True, verbose=False)
+    changed = config("dense", context_length=12)
+    with pytest.raises(RunError, match=r"config changed.*context_length: 16 -> 12"):
+        train(changed, resume=True, verbose=False)
+    assert dense_run.output_dir == Path(changed.output_dir)
+
+
+def test_a_config_for_another_backend_is_refused(config):
+    other = "jax" if backend.BACKEND == "torch" else "torch"
+    with pytest.raises(RunError, match=f"asks for backend '{other}'"):
+        train(config("other", backend=other), verbose=False)
+
+
+def test_a_moe_checkpoint_cannot_start_moe_training(moe_run, config):
+    with pytest.raises(ConfigError, match="already a ChronosMoE model"):
+        train(config("again", model_id=str(moe_run.final_dir), use_moe=True), verbose=False)
+
+
+def test_mixed_precision_trains_and_restores_the_policy(config):
+    result = train(config("mixed", mixed_precision=True, max_steps=2), verbose=False)
+    assert np.isfinite([row["ce_loss"] for row in result.log]).all()
+    assert result.model.dtype_policy.name == run.MIXED_PRECISION_POLICY
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_gradient_clipping_and_schedule_follow_the_config(config):
+    optimizer = build_optimizer(config(max_grad_norm=0.5, warmup_ratio=0.5))
+    assert optimizer.global_clipnorm == 0.5
+    assert float(optimizer.learning_rate) == 0.0  # warm-up starts at 0
+    assert build_optimizer(config(max_grad_norm=0.0)).global_clipnorm is None
+
+
+def test_a_random_init_run_starts_from_a_size_preset(config):
+    model = run.build_model(config(random_init=True, model_id="tiny"))
+    assert (model.d_model, len(model.encoder_blocks), model.vocab_size) == (256, 4, 64)
