@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,32 +127,39 @@ def check_read(reader: ReaderProcess, data: bytes) -> dict:
     return report
 
 
-# The CI run: a few seconds per target, the same inputs every time. The long run
-# (marked slow) draws CHRONOS_FUZZ_EXAMPLES fresh inputs per target.
+# The CI run: a few seconds per target, the same inputs every time (derandomized,
+# no shrinking: the input is reported as found). The long run, marked slow and
+# on only when CHRONOS_FUZZ_EXAMPLES is set, draws that many fresh inputs per
+# target and shrinks a failing one.
 CI = settings(
     max_examples=60,
     derandomize=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
     database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 LONG = settings(
-    CI, max_examples=int(os.environ.get("CHRONOS_FUZZ_EXAMPLES", "3000")), derandomize=False
+    CI,
+    max_examples=int(os.environ.get("CHRONOS_FUZZ_EXAMPLES", "3000")),
+    derandomize=False,
+    phases=list(Phase),
 )
-PROFILES = [
-    pytest.param(CI, id="ci"),
-    pytest.param(
-        LONG,
-        id="long",
-        marks=[
-            pytest.mark.slow,
-            pytest.mark.skipif(
-                "CHRONOS_FUZZ_EXAMPLES" not in os.environ,
-                reason="the long fuzz runs when CHRONOS_FUZZ_EXAMPLES is set (docs/reliability.md)",
-            ),
-        ],
-    ),
-]
+
+
+def profiles(ci_examples: int = 60, ci_marks=()) -> list:
+    """The `ci` and `long` settings, as parameters of a fuzz test."""
+    long_marks = [
+        pytest.mark.slow,
+        pytest.mark.skipif(
+            "CHRONOS_FUZZ_EXAMPLES" not in os.environ,
+            reason="the long fuzz runs when CHRONOS_FUZZ_EXAMPLES is set (docs/reliability.md)",
+        ),
+    ]
+    return [
+        pytest.param(settings(CI, max_examples=ci_examples), id="ci", marks=ci_marks),
+        pytest.param(LONG, id="long", marks=long_marks),
+    ]
 
 
 def fuzz(reader: ReaderProcess, inputs: st.SearchStrategy[bytes], profile: settings) -> None:

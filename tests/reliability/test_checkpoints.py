@@ -32,11 +32,11 @@ from chronos_moe.checkpoints import (
 )
 from tests.reliability.fuzzing import (
     INTERESTING_INTEGERS,
-    PROFILES,
     ReaderProcess,
     fuzz,
     mutated_bytes,
     mutated_json,
+    profiles,
     safetensors_bytes,
 )
 
@@ -308,17 +308,17 @@ def header_mutations() -> st.SearchStrategy[bytes]:
     )
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", profiles())
 def test_fuzz_safetensors_bytes(weights_reader, profile):
     fuzz(weights_reader, mutated_bytes(seed_safetensors()), profile)
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", profiles())
 def test_fuzz_safetensors_header(weights_reader, profile):
     fuzz(weights_reader, header_mutations(), profile)
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", profiles())
 def test_fuzz_config_json(config_reader, profile):
     seed = seed_config()
     documents = mutated_json(seed).map(lambda doc: json.dumps(doc).encode())
