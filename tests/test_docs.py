@@ -91,7 +91,7 @@ def test_included_snippets_and_example_commands_exist():
     pages = [*PAGES, *DOCS.glob("*.md")]
     for page in pages:
         text = page.read_text()
-        for path in re.findall(r'--8<-- "([^"]+)"', text):
+        for path in re.findall(r'^\s*--8<-- "([^"]+)"\s*$', text, flags=re.MULTILINE):
             assert (ROOT / path).is_file(), f"{page.name} includes missing {path}"
         for path in re.findall(r"python (examples/\S+\.py)", text):
             assert (ROOT / path).is_file(), f"{page.name} runs missing {path}"
