@@ -116,6 +116,7 @@ def test_generate_data_bad_input(tmp_path, capsys):
 # ---- train -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two train-step compilations on JAX
 def test_train_writes_the_run_and_refuses_to_overwrite_it(start, tmp_path, capsys):
     data = tmp_path / "train.arrow"
     run_cli(capsys, "generate-data", "--num-series", 8, "--length", 60, "--output", data)
@@ -174,7 +175,18 @@ def test_train_data_errors_are_named_before_training(start, tmp_path, capsys):
     config = small_config(start, short, tmp_path / "run2")
     status, _, err = run_cli(capsys, "train", "--config", write_config(tmp_path / "b.yaml", config))
     assert status == 2 and "short.arrow" in err
-    assert not (tmp_path / "run" / "final").exists() and not (tmp_path / "run2" / "final").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_config_is_broken(start, tmp_path, capsys):
+    output = tmp_path / "run"
+    (output / "final").mkdir(parents=True)
+    (output / "log.csv").write_text("step\n1\n")
+    broken = small_config(start, tmp_path / "missing.arrow", output)
+    path = write_config(tmp_path / "broken.yaml", broken)
+    status, _, err = run_cli(capsys, "train", "--config", path, "--overwrite")
+    assert status == 2 and "missing.arrow" in err
+    assert (output / "log.csv").read_text() == "step\n1\n"
 
 
 def test_a_backend_other_than_the_running_one_is_refused(start, tmp_path, capsys):
@@ -189,6 +201,7 @@ def test_a_backend_other_than_the_running_one_is_refused(start, tmp_path, capsys
 # ---- compare ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # its fixture trains and evaluates two models
 def test_compare_quick_writes_the_report(comparison):
     report = (comparison / "report.md").read_text()
     for section in ("## Training", "## Forecast accuracy", "## Expert utilisation"):

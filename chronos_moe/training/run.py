@@ -279,25 +279,31 @@ def train(
     ([1, 2], ['config.json', 'model.keras', 'model.safetensors'])
     """
     _check_backend(config)
-    output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    with OutputLock(output):
-        resume_from = _prepare_output(config, resume, overwrite)
-        previous_policy = keras.mixed_precision.global_policy()
-        if config.mixed_precision:
-            keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICY)
-        try:
-            return _run(config, output, resume_from, verbose)
-        finally:
-            keras.mixed_precision.set_global_policy(previous_policy)
+    # Data and model first: bad input fails before the output directory is touched.
+    dataset = build_dataset(config)
+    previous_policy = keras.mixed_precision.global_policy()
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICY)
+    try:
+        model = build_model(config)
+        output = Path(config.output_dir)
+        output.mkdir(parents=True, exist_ok=True)
+        with OutputLock(output):
+            resume_from = _prepare_output(config, resume, overwrite)
+            return _run(config, dataset, model, output, resume_from, verbose)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _run(
-    config: TrainingConfig, output: Path, resume_from: Path | None, verbose: bool
+    config: TrainingConfig,
+    dataset: Any,
+    model: ChronosT5 | ChronosMoE,
+    output: Path,
+    resume_from: Path | None,
+    verbose: bool,
 ) -> TrainResult:
     """The body of `train` once the output directory is checked and locked."""
-    dataset = build_dataset(config)
-    model = build_model(config)
     optimizer = build_optimizer(config)
     model.compile(optimizer=optimizer, jit_compile=backend.BACKEND == "jax")
     start_step = 0

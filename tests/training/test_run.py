@@ -87,6 +87,7 @@ def test_a_dense_run_logs_no_balance_loss(dense_run):
     assert all(row["ce_loss"] == row["loss"] for row in dense_run.log)
 
 
+@pytest.mark.slow  # two MoE train-step compilations on JAX
 def test_stop_and_resume_equals_an_uninterrupted_run(moe_run, config, monkeypatch):
     # `moe_run` again, logged every 2 steps (log rows average the steps since the
     # last row); it dies in step 5, after its step-4 checkpoint, leaving a torn save.
@@ -157,6 +158,7 @@ def test_a_moe_checkpoint_cannot_start_moe_training(moe_run, config):
         train(config("again", model_id=str(moe_run.final_dir), use_moe=True), verbose=False)
 
 
+@pytest.mark.slow  # a mixed-precision train-step compilation on JAX
 def test_mixed_precision_trains_and_restores_the_policy(config):
     result = train(config("mixed", mixed_precision=True, max_steps=2), verbose=False)
     assert np.isfinite([row["ce_loss"] for row in result.log]).all()
