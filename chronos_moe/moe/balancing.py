@@ -3,6 +3,8 @@ router z-loss. The one implementation every MoE layer uses."""
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -13,9 +15,11 @@ def load_balancing_loss(router_probs, expert_indices, num_experts: int):
     """Switch-Transformer balance loss `N · Σ_i f_i · P_i`.
 
     `f_i` is the share of routing slots (series × top-k) given to expert `i`,
-    `P_i` the mean router probability of expert `i`. It is 1.0 when both are
-    uniform and `N` when every series goes to one expert with certainty. Only
-    `P` carries a gradient (the choice itself is discrete). Computed in float32.
+    `P_i` the mean router probability of expert `i`. It is 1.0 when the slots
+    are evenly shared (in particular for a uniform router) and `N / k` for a
+    full collapse, every series sent to the same k experts with all its
+    probability on them (`N` for top-1). Only `P` carries a gradient (the
+    choice itself is discrete). Computed in float32.
 
     Args:
         router_probs: `(batch, num_experts)` softmax probabilities.
@@ -106,3 +110,63 @@ class LoadBalancingRegularizer(keras.layers.Layer):
             "weight": self.weight,
             "z_loss_weight": self.z_loss_weight,
         }
+
+
+class ExpertCollapseWarning(UserWarning):
+    """One expert receives more than the allowed share of the series."""
+
+
+class ExpertShareMonitor(keras.callbacks.Callback):
+    """Warns when one expert takes more than `max_share` of the routing.
+
+    Reads the `expert_i` entries that `ChronosMoE` logs (each expert's share of
+    routing slots since the epoch began) at the end of every epoch, on the host
+    and outside any compiled step, so it costs nothing per step and works the
+    same on every backend. The share of *series* routed to expert `i` is
+    `top_k × slot share`; a `ExpertCollapseWarning` (Python `warnings`) names
+    the expert and its share when that exceeds `max_share`. With
+    `top_k == num_experts` every expert sees every series and nothing is checked.
+
+    Args:
+        max_share: float in (0, 1]. The largest share of series one expert may
+            receive without a warning. Defaults to `0.9`.
+        prefix: str. Prefix of the logged entries; `"val_"` checks the
+            validation routing. Defaults to `""`.
+
+    Example:
+
+    >>> monitor = ExpertShareMonitor(max_share=0.9)
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     monitor.on_epoch_end(0, {"expert_0": 0.95, "expert_1": 0.05})
+    >>> str(caught[0].message)
+    'Expert 0 received 95.0% of the series in epoch 1 (more than 90.0%): the router is collapsing.'
+    """
+
+    def __init__(self, max_share: float = 0.9, prefix: str = ""):
+        super().__init__()
+        if not 0 < max_share <= 1:
+            raise ValueError(f"`max_share` must be in (0, 1]. Received: max_share={max_share}")
+        self.max_share = max_share
+        self.prefix = prefix
+
+    def on_epoch_end(self, epoch, logs=None):
+        prefix = f"{self.prefix}expert_"
+        shares = {
+            int(key[len(prefix) :]): float(value)
+            for key, value in (logs or {}).items()
+            if key.startswith(prefix) and key[len(prefix) :].isdigit()
+        }
+        top_k = getattr(self.model, "top_k", 1) if self.model is not None else 1
+        if not shares or top_k >= len(shares):
+            return
+        expert = max(shares, key=shares.get)
+        share = top_k * shares[expert]
+        if share > self.max_share:
+            warnings.warn(
+                f"Expert {expert} received {share:.1%} of the series in epoch {epoch + 1} "
+                f"(more than {self.max_share:.1%}): the router is collapsing.",
+                ExpertCollapseWarning,
+                stacklevel=2,
+            )
