@@ -36,7 +36,7 @@ def filter_logits(logits, temperature, top_k: int, top_p, use_top_p: bool, banne
     logits = ops.where(ops.arange(vocab)[None, :] == banned_token, negative_infinity, logits)
     logits = logits / temperature
     if top_k < vocab:
-        kth_largest = ops.top_k(logits, top_k)[0][:, -1:]  # (batch, 1)
+        kth_largest = backend.kth_largest(logits, top_k)  # (batch, 1)
         logits = ops.where(logits < kth_largest, negative_infinity, logits)
     if use_top_p:
         ascending = ops.sort(logits, axis=-1)
@@ -51,11 +51,49 @@ def filter_logits(logits, temperature, top_k: int, top_p, use_top_p: bool, banne
     return logits
 
 
-def sample_from_logits(logits, uniform):
-    """Draws one token per row from softmax(logits) with the Gumbel-max trick:
-    argmax(logits + G), G = -log(-log(U)), U ~ Uniform(0, 1)."""
-    gumbel = -ops.log(-ops.log(uniform))
-    return ops.cast(ops.argmax(logits + gumbel, axis=-1), "int32")
+def sample_from_logits(logits, uniform, chunk_size: int = 64):
+    """Draws one token per row from softmax(logits) by inverse transform
+    sampling: the token whose cumulative probability first exceeds `uniform`.
+
+    One uniform per row (the Gumbel-max trick needs one per token, two logs
+    each, and the random numbers alone were a tenth of the decoding time). The
+    cumulative sum is taken in two levels, over chunks of `chunk_size` tokens
+    and then within the chosen chunk, which keeps the sums short and accurate.
+    Tokens of probability 0 (logit -inf) are never drawn, also when rounding
+    puts the target at the very end of the distribution.
+
+    Args:
+        logits: float32 `(rows, vocab)`, at least one finite entry per row.
+        uniform: float32 `(rows, 1)` in [0, 1).
+        chunk_size: int, static. Tokens per chunk of the first level.
+
+    Returns:
+        int32 token ids `(rows,)`.
+    """
+    rows, vocab = ops.shape(logits)
+    chunks = -(-vocab // chunk_size)
+    probabilities = ops.exp(logits - ops.max(logits, axis=-1, keepdims=True))  # unnormalised
+    if chunks * chunk_size != vocab:
+        probabilities = ops.pad(probabilities, ((0, 0), (0, chunks * chunk_size - vocab)))
+    probabilities = ops.reshape(probabilities, (rows, chunks, chunk_size))
+
+    def pick(weights, target):
+        """Index of the first entry whose cumulative weight exceeds `target`,
+        but at most the last entry of positive weight; and the weight before it."""
+        cumulative = ops.cumsum(weights, axis=-1)  # (rows, n)
+        index = ops.sum(ops.cast(cumulative <= target, "int32"), axis=-1, keepdims=True)
+        positions = ops.arange(ops.shape(weights)[-1], dtype="int32")[None, :]
+        last = ops.max(ops.where(weights > 0, positions, 0), axis=-1, keepdims=True)
+        index = ops.minimum(index, last)
+        before = ops.take_along_axis(cumulative - weights, index, axis=-1)
+        return index, before
+
+    masses = ops.sum(probabilities, axis=-1)  # (rows, chunks)
+    target = uniform * ops.sum(masses, axis=-1, keepdims=True)  # (rows, 1)
+    chunk, before = pick(masses, target)
+    within = ops.take_along_axis(probabilities, chunk[:, :, None], axis=1)[:, 0]  # (rows, size)
+    token, _ = pick(within, target - before)
+    return ops.cast(chunk[:, 0] * chunk_size + token[:, 0], "int32")
 
 
 def generate_tokens(
@@ -99,9 +137,9 @@ def generate_tokens(
         )
         logits = ops.cast(compute_logits(hidden)[:, 0, :], "float32")  # (rows, vocab)
         logits = filter_logits(logits, temperature, top_k, top_p, use_top_p, model.eos_token_id)
-        uniform = backend.uniform_noise(seed, index, tuple(logits.shape))
+        uniform = backend.uniform_noise(seed, index, (rows, 1))
         chosen = sample_from_logits(logits, uniform)[:, None]  # (rows, 1)
-        tokens = ops.slice_update(tokens, (0, index), chosen)
+        tokens = backend.update_cache(tokens, chosen, index, axis=1)
         return tokens, chosen, self_cache
 
     tokens, _, _ = ops.fori_loop(0, prediction_length, step, (tokens, start, self_cache))

@@ -15,7 +15,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from chronos_moe.generation import filter_logits
+from chronos_moe import backend
+from chronos_moe.generation import filter_logits, sample_from_logits
 from chronos_moe.pipeline import ChronosPipeline
 from tests.checkpoint_factory import (
     as_transformers4_layout,
@@ -348,3 +349,53 @@ def test_bad_quantile_levels(pipelines, levels):
     ours, _ = pipelines
     with pytest.raises(ValueError, match="quantile_levels"):
         ours.predict_quantiles(series(10), quantile_levels=levels)
+
+
+def test_kth_largest_is_exact_with_ties_infinities_and_signed_zeros():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(6, 300)).astype(np.float32) * 5
+    values[1, :40] = 2.5  # a tie across the k-th position
+    values[2, ::3] = -np.inf
+    values[3, :] = np.float32(-1.0)  # all equal
+    values[4, :150] = 0.0
+    values[4, 150:155] = -0.0
+    values[4, 155:] = -np.abs(values[4, 155:]) - 1  # the k-th largest is a zero
+    values[5, :] = np.abs(values[5, :]) + 1e30  # huge, close together
+    kth = backend.kth_largest
+    if keras.config.backend() == "jax":
+        import jax
+
+        kth = jax.jit(kth, static_argnums=1)
+    for k in (1, 2, 50, 152, 299, 300):
+        expected = -np.sort(-values, axis=1)[:, k - 1 : k]
+        actual = ops.convert_to_numpy(kth(ops.convert_to_tensor(values), k))
+        np.testing.assert_array_equal(actual, expected)
+        # The set the reference keeps (logits >= k-th value) has at least k tokens.
+        assert ((values >= actual).sum(axis=1) >= k).all()
+
+
+def test_inverse_transform_sampling_follows_the_probabilities():
+    """Uniforms on a regular grid land on each token in proportion to its
+    probability; tokens with logit -inf are never drawn, even at u -> 1."""
+    logits = np.array([[0.0, -np.inf, 1.0, 2.0, -np.inf, 0.5, -1.0, -np.inf] * 20], np.float32)
+    logits[0, 100:] = -np.inf  # the last finite logit sits inside a chunk
+    n = 20000
+    uniform = ((np.arange(n) + 0.5) / n).astype(np.float32)[:, None]
+    uniform[-1] = np.float32(1.0 - 2**-24)
+    rows = np.repeat(logits, n, axis=0)
+    tokens = ops.convert_to_numpy(
+        sample_from_logits(ops.convert_to_tensor(rows), ops.convert_to_tensor(uniform), 16)
+    )
+    assert tokens.dtype == np.int32 and tokens.shape == (n,)
+    probabilities = np.exp(logits[0] - logits[0].max())
+    probabilities /= probabilities.sum()
+    frequencies = np.bincount(tokens, minlength=logits.shape[1]) / n
+    np.testing.assert_allclose(frequencies, probabilities, atol=2e-4)
+    assert np.isfinite(logits[0, tokens]).all()
+    assert tokens[-1] == np.flatnonzero(np.isfinite(logits[0]))[-1]
+    # One finite logit (greedy): always that token, whatever the uniform.
+    single = np.full((3, 40), -np.inf, np.float32)
+    single[:, 37] = 3.0
+    uniform = ops.convert_to_tensor(np.array([[0.0], [0.5], [0.999]], np.float32))
+    drawn = sample_from_logits(ops.convert_to_tensor(single), uniform, 16)
+    np.testing.assert_array_equal(ops.convert_to_numpy(drawn), [37, 37, 37])

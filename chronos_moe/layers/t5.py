@@ -12,7 +12,7 @@ import math
 import keras
 from keras import ops
 
-from chronos_moe import backend  # noqa: F401  (chooses the backend before Keras is used)
+from chronos_moe import backend  # also chooses the backend before Keras is used
 
 register = keras.saving.register_keras_serializable(package="chronos_moe")
 
@@ -174,7 +174,11 @@ class T5Attention(keras.layers.Layer):
     """T5 multi-head attention: no 1/√d scaling, additive bias, optional cache.
 
     The same layer serves the full-sequence pass (training, encoder) and
-    cached decoding, so the two cannot drift apart.
+    cached decoding, so the two cannot drift apart. Keys and values are kept
+    per head, `(batch, heads, len, key_value_dim)`, so that both products of
+    the attention are batched matrix products that read a cache without
+    copying it; a read-only (cross-attention) cache holds its keys already
+    transposed, `(batch, heads, key_value_dim, len)`.
 
     Args:
         num_heads: int. Number of heads.
@@ -189,26 +193,36 @@ class T5Attention(keras.layers.Layer):
         attention_bias: additive bias broadcastable to
             `(batch, heads, q_len, k_len)`: position bias plus `MASK_BIAS` at
             masked keys.
-        cache: optional `(cache_batch, 2, k_len, heads, key_value_dim)` keys and
-            values. Without `cache_index` they are used as they are (cached
-            cross-attention); with it the new keys/values of `hidden_states`
-            are written at `cache_index` first (cached self-attention).
+        cache: optional pair `(keys, values)`. Without `cache_index` it is
+            read-only (cached cross-attention, from `project_key_value(states,
+            transpose_keys=True)`): keys `(cache_batch, heads, key_value_dim,
+            k_len)`, values `(cache_batch, heads, k_len, key_value_dim)`. With
+            `cache_index` (cached self-attention) both are `(cache_batch, heads,
+            k_len, key_value_dim)` and the new keys/values of `hidden_states`
+            are written at `cache_index` first (on torch in place, see
+            `backend.update_cache`).
             `cache_batch` may divide `batch`: each cache row then serves
             `batch // cache_batch` consecutive query rows (samples of a series
             share their encoder states).
         cache_index: optional int scalar, where to write in the cache.
+        attended_length: optional Python int. With a cache, attend only to its
+            first `attended_length` positions (`attention_bias` then covers
+            those). Eager decoding passes `cache_index + 1`, so the unwritten
+            part of a fixed-size cache is not read; compiled decoding keeps the
+            static length and masks it.
 
     Returns:
-        `(outputs, key_values)`: `(batch, q_len, d_model)` and the keys/values
-        attended to, `(batch, 2, k_len, heads, key_value_dim)`.
+        `(outputs, (keys, values))`: `(batch, q_len, d_model)` and the keys and
+        values attended to, in the layout of `cache` (for a self-attention
+        cache, the whole updated cache; without a cache, keys untransposed).
 
     Example:
 
     >>> import numpy as np
     >>> attention = T5Attention(num_heads=2, key_value_dim=4)
-    >>> out, kv = attention(np.ones((1, 3, 8), "float32"))
-    >>> tuple(out.shape), tuple(kv.shape)
-    ((1, 3, 8), (1, 2, 3, 2, 4))
+    >>> out, (keys, values) = attention(np.ones((1, 3, 8), "float32"))
+    >>> tuple(out.shape), tuple(keys.shape), tuple(values.shape)
+    ((1, 3, 8), (1, 2, 3, 4), (1, 2, 3, 4))
     """
 
     def __init__(
@@ -252,12 +266,19 @@ class T5Attention(keras.layers.Layer):
         self.value.build((None, None, d_model))
         self.output_dense.build((None, None, inner))
 
-    def project_key_value(self, states):
-        """Keys and values of `states`: `(batch, 2, len, heads, key_value_dim)`."""
+    def project_key_value(self, states, transpose_keys: bool = False):
+        """Keys and values of `states`, `(batch, heads, len, key_value_dim)`
+        each; with `transpose_keys` the keys are `(batch, heads, key_value_dim,
+        len)` and both are laid out in memory that way (a read-only cache: the
+        score product then reads it as it is, step after step)."""
         shape = (ops.shape(states)[0], ops.shape(states)[1], self.num_heads, self.key_value_dim)
-        key = ops.reshape(self.key(states), shape)
-        value = ops.reshape(self.value(states), shape)
-        return ops.stack([key, value], axis=1)
+        keys = ops.reshape(self.key(states), shape)  # (batch, len, heads, d_kv)
+        values = ops.reshape(self.value(states), shape)
+        values = ops.transpose(values, (0, 2, 1, 3))  # (batch, heads, len, d_kv)
+        if not transpose_keys:
+            return ops.transpose(keys, (0, 2, 1, 3)), values
+        keys = ops.transpose(keys, (0, 2, 3, 1))  # (batch, heads, d_kv, len)
+        return backend.contiguous(keys), backend.contiguous(values)
 
     def call(
         self,
@@ -266,49 +287,62 @@ class T5Attention(keras.layers.Layer):
         attention_bias=None,
         cache=None,
         cache_index=None,
+        attended_length=None,
         training=False,
     ):
         batch, q_len = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
-        if cache is None:
-            key_values = self.project_key_value(
-                hidden_states if key_value_states is None else key_value_states
-            )
-        elif cache_index is None:
-            key_values = cache
+        if cache is not None and cache_index is None:
+            keys, values = cache  # read-only: keys already (batch, heads, d_kv, k_len)
+            attended_keys, attended_values = keys, values
         else:
-            new = self.project_key_value(hidden_states)  # (batch, 2, q_len, heads, d_kv)
-            key_values = ops.slice_update(cache, (0, 0, cache_index, 0, 0), new)
+            if cache is None:
+                source = hidden_states if key_value_states is None else key_value_states
+                keys, values = self.project_key_value(source)
+            else:
+                new_keys, new_values = self.project_key_value(hidden_states)
+                keys = backend.update_cache(cache[0], new_keys, cache_index, axis=2)
+                values = backend.update_cache(cache[1], new_values, cache_index, axis=2)
+            attended_keys, attended_values = keys, values
+            if cache is not None and attended_length is not None:
+                attended_keys = keys[:, :, :attended_length]
+                attended_values = values[:, :, :attended_length]
+            # A transposed view: no copy on torch, folded into the product by XLA.
+            attended_keys = ops.swapaxes(attended_keys, 2, 3)  # (batch, heads, d_kv, k_len)
 
-        kv_batch = ops.shape(key_values)[0]
+        kv_batch = ops.shape(values)[0]
         group = batch // kv_batch
+        # Rows sharing one cache row are folded into its query length.
         query = ops.reshape(
             self.query(hidden_states), (kv_batch, group * q_len, self.num_heads, self.key_value_dim)
-        )  # rows sharing one cache row are folded into its query length
-        key, value = key_values[:, 0], key_values[:, 1]  # (kv_batch, k_len, heads, d_kv)
-        scores = ops.einsum("bqhd,bkhd->bhqk", query, key)  # (kv_batch, heads, group·q_len, k_len)
+        )
+        query = ops.transpose(query, (0, 2, 1, 3))  # (kv_batch, heads, group·q_len, d_kv)
+        scores = ops.matmul(query, attended_keys)  # (kv_batch, heads, group·q_len, k_len)
         if attention_bias is not None:
             scores = scores + ops.cast(attention_bias, scores.dtype)
         # Softmax in float32: half-precision scores lose the small differences
         # between large logits; cast back for the value product.
         weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), scores.dtype)
         weights = self.dropout(weights, training=training)
-        context = ops.einsum(
-            "bhqk,bkhd->bqhd", weights, value
-        )  # (kv_batch, group·q_len, heads, d_kv)
+        context = ops.matmul(weights, attended_values)  # (kv_batch, heads, group·q_len, d_kv)
+        context = ops.transpose(context, (0, 2, 1, 3))  # (kv_batch, group·q_len, heads, d_kv)
         context = ops.reshape(context, (batch, q_len, self.num_heads * self.key_value_dim))
-        return self.output_dense(context), key_values
+        return self.output_dense(context), (keys, values)
 
     def compute_output_spec(
         self, hidden_states, key_value_states=None, attention_bias=None, cache=None, **kwargs
     ):
         batch, q_len, d_model = hidden_states.shape
         source = hidden_states if key_value_states is None else key_value_states
-        k_len = cache.shape[2] if cache is not None else source.shape[1]
-        kv_batch = cache.shape[0] if cache is not None else batch
+        k_len = cache[1].shape[2] if cache is not None else source.shape[1]
+        kv_batch = cache[1].shape[0] if cache is not None else batch
+        heads, d_kv = self.num_heads, self.key_value_dim
+        read_only = cache is not None and kwargs.get("cache_index") is None
+        key_shape = (kv_batch, heads, d_kv, k_len) if read_only else (kv_batch, heads, k_len, d_kv)
         return (
             keras.KerasTensor((batch, q_len, d_model), dtype=self.compute_dtype),
-            keras.KerasTensor(
-                (kv_batch, 2, k_len, self.num_heads, self.key_value_dim), dtype=self.compute_dtype
+            (
+                keras.KerasTensor(key_shape, dtype=self.compute_dtype),
+                keras.KerasTensor((kv_batch, heads, k_len, d_kv), dtype=self.compute_dtype),
             ),
         )
 
@@ -432,12 +466,15 @@ class T5Block(keras.layers.Layer):
             when `cross_attention_cache` is given).
         cross_attention_bias: mask bias over the encoder positions.
         self_attention_cache, cross_attention_cache, cache_index: see
+            `T5Attention` (each cache a `(keys, values)` pair).
+        attended_length: `attended_length` of the cached self-attention, see
             `T5Attention`.
 
     Returns:
         Decoder blocks: `(hidden_states, self_attention_key_values,
         cross_attention_key_values)`; encoder blocks (no cross-attention):
-        `(hidden_states, self_attention_key_values)`.
+        `(hidden_states, self_attention_key_values)`. Key/values are
+        `(keys, values)` pairs in `T5Attention`'s cache layout.
 
     Example:
 
@@ -517,6 +554,7 @@ class T5Block(keras.layers.Layer):
         self_attention_cache=None,
         cross_attention_cache=None,
         cache_index=None,
+        attended_length=None,
         training=False,
     ):
         attended, self_key_values = self.self_attention(
@@ -524,6 +562,7 @@ class T5Block(keras.layers.Layer):
             attention_bias=self_attention_bias,
             cache=self_attention_cache,
             cache_index=cache_index,
+            attended_length=attended_length,
             training=training,
         )
         hidden_states = hidden_states + self.dropout(attended, training=training)

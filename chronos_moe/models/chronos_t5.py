@@ -11,6 +11,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from chronos_moe import backend
 from chronos_moe.config import T5_PRESETS, ChronosConfig
 from chronos_moe.layers.t5 import (
     MASK_BIAS,
@@ -287,16 +288,25 @@ class ChronosT5(keras.Model):
         return self.dropout(hidden, training=training)
 
     def init_cache(self, encoder_states, batch_size: int, max_length: int):
-        """The decoding cache: zeroed self-attention keys/values of `max_length`
-        steps for `batch_size` rows, and the cross-attention keys/values of the
-        encoder states (computed once; shared by `batch_size // enc_batch`
-        consecutive rows each)."""
-        shape = (batch_size, 2, max_length, self.num_heads, self.d_kv)
+        """The decoding cache.
+
+        Returns:
+            `(self_cache, cross_cache)`, one `(keys, values)` pair per decoder
+            block in `T5Attention`'s layout: zeroed self-attention keys and
+            values `(batch_size, heads, max_length, d_kv)`; the cross-attention
+            keys `(enc_batch, heads, d_kv, enc_len)` (transposed) and values
+            `(enc_batch, heads, enc_len, d_kv)` of the encoder states, computed
+            once, each row shared by `batch_size // enc_batch` consecutive
+            decoding rows.
+        """
+        shape = (batch_size, self.num_heads, max_length, self.d_kv)
         self_cache = tuple(
-            ops.zeros(shape, self.compute_dtype) for _ in range(self.num_decoder_layers)
+            (ops.zeros(shape, self.compute_dtype), ops.zeros(shape, self.compute_dtype))
+            for _ in range(self.num_decoder_layers)
         )
         cross_cache = tuple(
-            block.cross_attention.project_key_value(encoder_states) for block in self.decoder_blocks
+            block.cross_attention.project_key_value(encoder_states, transpose_keys=True)
+            for block in self.decoder_blocks
         )
         return self_cache, cross_cache
 
@@ -305,18 +315,24 @@ class ChronosT5(keras.Model):
 
         Args:
             token_ids: `(batch, 1)` tokens at position `cache_index`.
-            cache_index: int scalar tensor, the position being decoded.
+            cache_index: int scalar (Python or tensor), the position being decoded.
             self_cache, cross_cache: from `init_cache` (or a previous step).
             attention_mask: `(enc_batch, enc_len)` encoder mask.
 
         Returns:
             `(hidden, self_cache)`: hidden states `(batch, 1, d_model)` and the
-            updated self-attention cache.
+            updated self-attention cache. On torch the cache is updated in
+            place (see `backend.update_cache`).
         """
-        max_length = ops.shape(self_cache[0])[2]
-        keys = ops.arange(max_length, dtype="int32")
+        max_length = ops.shape(self_cache[0][0])[2]
+        # With a known index (eager decoding), only the positions written so
+        # far are read, rounded up to a multiple of 8 (fewer distinct shapes);
+        # compiled decoding keeps the static length. Later positions are masked.
+        index = backend.concrete_int(cache_index)
+        attended_length = None if index is None else min(max_length, (index + 8) // 8 * 8)
+        keys = ops.arange(max_length if index is None else attended_length, dtype="int32")
         query = ops.reshape(ops.cast(cache_index, "int32"), (1,))
-        future = ops.where(keys[None, :] > query[:, None], MASK_BIAS, 0.0)  # (1, max_length)
+        future = ops.where(keys[None, :] > query[:, None], MASK_BIAS, 0.0)  # (1, k_len)
         self_bias = self.decoder_position_bias(query, keys) + future[None, None]
         cross_bias = padding_bias(attention_mask)
         hidden = self.shared(token_ids)
@@ -331,6 +347,7 @@ class ChronosT5(keras.Model):
                 self_attention_cache=layer_cache,
                 cross_attention_cache=layer_cross,
                 cache_index=cache_index,
+                attended_length=attended_length,
             )
             new_cache.append(layer_cache)
         return self.decoder_final_norm(hidden), tuple(new_cache)
