@@ -98,6 +98,9 @@ class ChronosDataset(keras.utils.PyDataset):
             to `None` (endless).
         id_column, timestamp_column, target_column: str. Column names of a
             long-format DataFrame. Default to `"id"`, `"timestamp"`, `"target"`.
+        allow_inf: bool. Read ±inf target values as missing (they are counted in
+            `report`) instead of refusing the data with a `DataError`. Defaults to
+            `False`.
         workers, use_multiprocessing, max_queue_size: as for
             `keras.utils.PyDataset`. Batches are computed in the calling thread
             by default; multiprocessing is not supported (memory maps and exact
@@ -144,6 +147,7 @@ class ChronosDataset(keras.utils.PyDataset):
         id_column: str = "id",
         timestamp_column: str | None = "timestamp",
         target_column: str = "target",
+        allow_inf: bool = False,
         workers: int = 1,
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
@@ -179,6 +183,15 @@ class ChronosDataset(keras.utils.PyDataset):
             target_column=target_column,
         )
         check_probability(probability, len(self.sources))
+        for source in self.sources:
+            if source.inf_count and not allow_inf:
+                raise DataError(
+                    f"{source.inf_count} non-finite value(s) (±inf) in the targets; expected "
+                    "finite numbers, with NaN for a missing value. Replace them with NaN, or pass "
+                    "allow_inf=True to read them as missing",
+                    path=source.name,
+                    field="target",
+                )
         self._lock = threading.RLock()
         if mode == "train":
             self._windows = TrainingWindows(

@@ -227,11 +227,20 @@ def test_tokenizer_or_config_and_length_overrides():
 def test_data_report_counts_drops_per_file_and_reason(arrow_file):
     series = [np.ones(100), np.ones(10), np.full(100, np.nan), np.array([np.inf] * 5 + [1.0] * 95)]
     path = arrow_file(series, name="mixed.arrow")
-    report = _dataset([path]).report.sources[0]
+    report = _dataset([path], allow_inf=True).report.sources[0]
     assert report.name.endswith("mixed.arrow")
     assert (report.series, report.kept, report.too_short, report.too_many_missing) == (4, 2, 1, 1)
     assert report.inf_values == 5
-    assert "too_short" in str(_dataset([path]).report)
+    assert "too_short" in str(_dataset([path], allow_inf=True).report)
+
+
+def test_infinite_targets_are_refused_unless_allowed(arrow_file):
+    path = arrow_file([np.ones(100), np.array([1.0, np.inf, -np.inf] + [1.0] * 97)], name="i.arrow")
+    with pytest.raises(DataError, match=r"i.arrow: field 'target': 2 non-finite value\(s\)"):
+        _dataset([path])
+    with pytest.raises(DataError, match=r"<memory>: field .target.: 1 non-finite"):
+        _dataset([np.ones(100), np.array([np.inf] + [1.0] * 99)])
+    assert _dataset([path], allow_inf=True).report.sources[0].inf_values == 2
 
 
 @pytest.mark.parametrize(
