@@ -291,11 +291,24 @@ class T5Attention(keras.layers.Layer):
         training=False,
     ):
         batch, q_len = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
+        if cache is None and not (training and self.dropout_rate > 0):
+            # Whole sequences (the encoder; training without dropout): the
+            # backend's attention kernel, which never holds the scores.
+            source = hidden_states if key_value_states is None else key_value_states
+            keys, values = self.project_key_value(source)
+            query = ops.reshape(
+                self.query(hidden_states), (batch, q_len, self.num_heads, self.key_value_dim)
+            )
+            query = ops.transpose(query, (0, 2, 1, 3))  # (batch, heads, q_len, d_kv)
+            if attention_bias is None:
+                attention_bias = ops.zeros((1, 1, 1, 1), query.dtype)
+            context = backend.dot_product_attention(query, keys, values, attention_bias)
+            return self._output(context, batch, q_len), (keys, values)
         if cache is not None and cache_index is None:
             keys, values = cache  # read-only: keys already (batch, heads, d_kv, k_len)
             attended_keys, attended_values = keys, values
         else:
-            if cache is None:
+            if cache is None:  # training with dropout on the attention weights
                 source = hidden_states if key_value_states is None else key_value_states
                 keys, values = self.project_key_value(source)
             else:
@@ -324,9 +337,14 @@ class T5Attention(keras.layers.Layer):
         weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), scores.dtype)
         weights = self.dropout(weights, training=training)
         context = ops.matmul(weights, attended_values)  # (kv_batch, heads, group·q_len, d_kv)
+        return self._output(context, batch, q_len), (keys, values)
+
+    def _output(self, context, batch, q_len):
+        """The output projection of the per-head context `(kv_batch, heads,
+        group·q_len, d_kv)`: `(batch, q_len, d_model)`."""
         context = ops.transpose(context, (0, 2, 1, 3))  # (kv_batch, group·q_len, heads, d_kv)
         context = ops.reshape(context, (batch, q_len, self.num_heads * self.key_value_dim))
-        return self.output_dense(context), (keys, values)
+        return self.output_dense(context)
 
     def compute_output_spec(
         self, hidden_states, key_value_states=None, attention_bias=None, cache=None, **kwargs
