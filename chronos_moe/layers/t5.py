@@ -178,7 +178,10 @@ class T5Attention(keras.layers.Layer):
     per head, `(batch, heads, len, key_value_dim)`, so that both products of
     the attention are batched matrix products that read a cache without
     copying it; a read-only (cross-attention) cache holds its keys already
-    transposed, `(batch, heads, key_value_dim, len)`.
+    transposed, `(batch, heads, key_value_dim, len)`. Whole sequences without
+    a cache (the encoder) go through the backend's attention kernel
+    (`backend.dot_product_attention`), except in training with attention
+    dropout, which needs the weights.
 
     Args:
         num_heads: int. Number of heads.
