@@ -246,6 +246,14 @@ def test_compare_configs_must_share_data_seed_and_steps(start, tmp_path, capsys)
     assert status == 2 and "compare needs a dense config (`use_moe: false`)" in err
 
 
+def test_quick_keeps_the_vocabulary_of_a_pretrained_start(start):
+    pretrained = compare_module._quick(small_config(start, "a.arrow", "x"))
+    assert pretrained.n_tokens == 64
+    assert pretrained.max_steps == compare_module.QUICK_OVERRIDES["max_steps"]
+    sample = compare_module._quick(compare_module.sample_config(compare_module.SAMPLE_CONFIGS[0]))
+    assert sample.n_tokens == compare_module.QUICK_OVERRIDES["n_tokens"]
+
+
 def test_one_config_gives_the_other_with_use_moe_flipped(start):
     dense = small_config(start, "a.arrow", "x")
     paired = compare_module._paired_configs(dense, None)
