@@ -18,7 +18,13 @@ os.environ.setdefault("KERAS_BACKEND", "torch")  # or "jax"; before Keras is imp
 
 from pathlib import Path
 
-from chronos_moe.training.compare import QUICK_OVERRIDES, SAMPLE_CONFIGS, compare, sample_config
+from chronos_moe.training.compare import (
+    QUICK_OVERRIDES,
+    SAMPLE_CONFIGS,
+    compare,
+    make_demo_data,
+    sample_config,
+)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--quick", action="store_true", help="10 steps each, short context")
@@ -28,8 +34,9 @@ args = parser.parse_args()
 # ## The two configs
 #
 # The sample configs (`chronos_moe/configs/*.yaml`) differ only in the MoE keys.
-# Their data path does not exist, so `compare` generates demo data (200 series,
-# the last `prediction_length` points held out for validation).
+# Both train on generated demo data: 200 series, the last `prediction_length`
+# points of each held out for validation (what `chronos-moe compare` does
+# without configs).
 dense, moe = (sample_config(name) for name in SAMPLE_CONFIGS)
 overrides = dict(QUICK_OVERRIDES)  # what `chronos-moe compare --quick` trains
 if args.quick:
@@ -37,6 +44,12 @@ if args.quick:
         n_tokens=512, context_length=64, prediction_length=8, min_past=16,
         max_steps=10, save_steps=10, log_steps=5, per_device_train_batch_size=8,
     )  # fmt: skip
+train_path, test_path = make_demo_data(args.output_dir / "data", overrides["prediction_length"])
+overrides.update(
+    training_data_paths=[str(train_path)],
+    probability=[1.0],
+    validation_data_paths=[str(test_path)],
+)
 dense, moe = dense.replace(**overrides), moe.replace(**overrides)
 print({key: getattr(moe, key) for key in ("use_moe", "num_experts", "num_active_experts")})
 

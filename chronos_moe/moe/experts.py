@@ -15,19 +15,24 @@ class MoEExpertHead(keras.layers.Layer):
     prediction head over the token vocabulary.
 
     Expert `e` maps decoder hidden states `h` to logits
-    `(h + relu(h W_up[e]) W_down[e]) W_head[e]`; a series' logits are the
+    `s · (h + relu(h W_up[e]) W_down[e]) W_head[e]`; a series' logits are the
     gate-weighted sum over its chosen experts. The chosen experts' weights are
     gathered per series, so compute and memory grow with `top_k`, never with
     `num_experts`; an expert no series chose receives no gradient.
 
     `W_down` starts at zero (each residual block starts as the identity); the
     heads are set by `build_moe_chronos` to the base model's output matrix, so
-    a fresh MoE model forecasts exactly like its base.
+    a fresh MoE model forecasts exactly like its base. The output scale `s` is
+    the base model's (`d_model ** -0.5` for a tied embedding head, else 1), so
+    each expert head has the base head's parametrisation and an optimizer step
+    moves it as much as it would move the base head.
 
     Args:
         num_experts: int. Number of experts.
         vocab_size: int. Token vocabulary (logits per position).
         intermediate_dim: int. Hidden width of each expert's feed-forward block.
+        output_scale: float. Multiplies the expert outputs before the heads.
+            Defaults to `1.0`.
 
     Call arguments:
         hidden_states: `(rows, len, d_model)` decoder outputs. `rows` is a
@@ -49,11 +54,19 @@ class MoEExpertHead(keras.layers.Layer):
     (6, 3, 10)
     """
 
-    def __init__(self, num_experts: int, vocab_size: int, intermediate_dim: int, **kwargs):
+    def __init__(
+        self,
+        num_experts: int,
+        vocab_size: int,
+        intermediate_dim: int,
+        output_scale: float = 1.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_experts = num_experts
         self.vocab_size = vocab_size
         self.intermediate_dim = intermediate_dim
+        self.output_scale = float(output_scale)
 
     def build(self, hidden_states_shape, expert_indices_shape=None, gates_shape=None):
         d_model = hidden_states_shape[-1]
@@ -74,16 +87,37 @@ class MoEExpertHead(keras.layers.Layer):
         )
 
     def call(self, hidden_states, expert_indices, gates):
+        return self.apply(hidden_states, self.gather(expert_indices, gates))
+
+    def gather(self, expert_indices, gates):
+        """The chosen experts' weights of each series, in the compute dtype:
+        `(up, down, head, gates)`, shapes `(batch, k, d_model, inner)`,
+        `(batch, k, inner, d_model)`, `(batch, k, d_model, vocab)`,
+        `(batch, k)`. Decoding gathers them once per forecast and reuses them
+        at every step (`ChronosMoE.logits_function`); the heads alone are
+        `batch · k · d_model · vocab` numbers."""
+        dtype = self.compute_dtype
+
+        def take(weights):
+            return ops.cast(ops.take(weights, expert_indices, axis=0), dtype)
+
+        return take(self.up), take(self.down), take(self.head), ops.cast(gates, dtype)
+
+    def apply(self, hidden_states, gathered):
+        """Logits `(rows, len, vocab_size)` of `hidden_states` through the
+        experts gathered by `gather`."""
+        up, down, head, gates = gathered
         rows, length, d_model = ops.shape(hidden_states)
-        batch = ops.shape(expert_indices)[0]
-        hidden = ops.reshape(hidden_states, (batch, (rows // batch) * length, d_model))
-        up = ops.take(self.up, expert_indices, axis=0)  # (batch, k, d_model, inner)
-        down = ops.take(self.down, expert_indices, axis=0)  # (batch, k, inner, d_model)
-        head = ops.take(self.head, expert_indices, axis=0)  # (batch, k, d_model, vocab)
+        batch = ops.shape(gates)[0]
+        hidden = ops.reshape(
+            ops.cast(hidden_states, self.compute_dtype), (batch, (rows // batch) * length, d_model)
+        )
         inner = ops.relu(ops.einsum("btd,bkdf->bktf", hidden, up))  # (batch, k, t, inner)
         expert_hidden = hidden[:, None] + ops.einsum("bktf,bkfd->bktd", inner, down)
+        if self.output_scale != 1.0:
+            expert_hidden = expert_hidden * ops.cast(self.output_scale, expert_hidden.dtype)
         logits = ops.einsum("bktd,bkdv->bktv", expert_hidden, head)  # (batch, k, t, vocab)
-        mixed = ops.einsum("bk,bktv->btv", ops.cast(gates, logits.dtype), logits)
+        mixed = ops.einsum("bk,bktv->btv", gates, logits)
         return ops.reshape(mixed, (rows, length, self.vocab_size))
 
     def compute_output_spec(self, hidden_states, expert_indices, gates):
@@ -97,4 +131,5 @@ class MoEExpertHead(keras.layers.Layer):
             "num_experts": self.num_experts,
             "vocab_size": self.vocab_size,
             "intermediate_dim": self.intermediate_dim,
+            "output_scale": self.output_scale,
         }

@@ -114,6 +114,7 @@ class ChronosMoE(keras.Model):
             num_experts,
             base.vocab_size,
             self.expert_hidden_dim,
+            output_scale=base_output_scale(base),
             dtype=base.dtype_policy,
             name="experts",
         )
@@ -165,9 +166,11 @@ class ChronosMoE(keras.Model):
         )
 
     def logits_function(self, encoder_states, attention_mask):
-        """Routes the series once; returns the map hidden states → mixed logits."""
+        """Routes the series and gathers their experts' weights once; returns the
+        map hidden states → mixed logits, called at every decoding step."""
         routing = self.router(encoder_states, attention_mask)
-        return lambda hidden: self.experts(hidden, routing["expert_indices"], routing["gates"])
+        gathered = self.experts.gather(routing["expert_indices"], routing["gates"])
+        return lambda hidden: self.experts.apply(hidden, gathered)
 
     def route(self, encoder_states, attention_mask, training=False):
         """The router's outputs for these encoder states (see `ContextRouter`)."""
@@ -222,12 +225,18 @@ class ChronosMoE(keras.Model):
         return cls(**config)
 
 
-def base_logit_matrix(base: ChronosT5) -> np.ndarray:
-    """The `(d_model, vocab)` matrix `M` with `logits = hidden @ M` for `base`."""
+def base_output_scale(base: ChronosT5) -> float:
+    """The factor `s` with `logits = s · hidden @ M` for `base`: `d_model ** -0.5`
+    with a tied embedding head, else 1."""
+    return base.d_model**-0.5 if base.lm_head is None else 1.0
+
+
+def base_head_matrix(base: ChronosT5) -> np.ndarray:
+    """The `(d_model, vocab)` matrix `M` with `logits = s · hidden @ M` for `base`
+    (`s`: `base_output_scale`)."""
     if base.lm_head is not None:
         return np.asarray(keras.ops.convert_to_numpy(base.lm_head.kernel))
-    embeddings = np.asarray(keras.ops.convert_to_numpy(base.shared.embeddings))
-    return (embeddings * np.float32(base.d_model**-0.5)).T
+    return np.asarray(keras.ops.convert_to_numpy(base.shared.embeddings)).T
 
 
 def require_non_negative(**values: float) -> None:
@@ -305,7 +314,7 @@ def build_moe_chronos(
         freeze_base=freeze_base,
         **kwargs,
     )
-    matrix = base_logit_matrix(base)
+    matrix = base_head_matrix(base)
     heads = np.repeat(matrix[None], num_experts, axis=0)
     if expert_init_noise > 0:
         rng = np.random.default_rng(seed)

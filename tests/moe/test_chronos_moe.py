@@ -76,6 +76,25 @@ def test_fresh_moe_has_the_base_logits(tie_word_embeddings):
     np.testing.assert_allclose(logits_of(moe, batch), logits_of(base, batch), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("tie_word_embeddings", [True, False])
+def test_expert_heads_keep_the_base_head_parametrisation(tie_word_embeddings):
+    """Each expert head holds the base head's own weights (the tied embedding,
+    not the embedding pre-multiplied by d_model^-0.5), so an optimizer step of a
+    given size moves expert heads as much as it moves the base head: a folded-in
+    scale would multiply the experts' effective learning rate by sqrt(d_model)."""
+    base = tiny_base(tie_word_embeddings=tie_word_embeddings)
+    moe = build_moe_chronos(base, EXPERTS, TOP_K)
+    if tie_word_embeddings:
+        expected = ops.convert_to_numpy(base.shared.embeddings).T
+        assert moe.experts.output_scale == pytest.approx(base.d_model**-0.5)
+    else:
+        expected = ops.convert_to_numpy(base.lm_head.kernel)
+        assert moe.experts.output_scale == 1.0
+    heads = ops.convert_to_numpy(moe.experts.head)
+    for expert in range(EXPERTS):
+        np.testing.assert_array_equal(heads[expert], expected)
+
+
 def test_fresh_moe_forecasts_exactly_like_the_base():
     base = tiny_base()
     moe = build_moe_chronos(base, EXPERTS, TOP_K)
