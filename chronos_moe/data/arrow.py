@@ -158,7 +158,12 @@ class ArrowSeriesFile:
 
     def _check_schema(self, schema: pa.Schema) -> str:
         """Validates `start` and `target`; returns the target layout."""
-        names = schema.names
+        try:
+            names = schema.names
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"corrupt schema: a column name is not UTF-8 ({error})", path=self.name
+            ) from None
         for column in (TARGET, START):
             if column not in names:
                 raise DataError(
@@ -256,14 +261,16 @@ class ArrowSeriesFile:
     def _next_scan_batch(self, index: int) -> pa.RecordBatch | None:
         try:
             if self.format == "file":
-                return self._reader.get_batch(index) if index < self._num_batches else None
+                if index >= self._num_batches:
+                    return None
+                return _validated(self._reader.get_batch(index))
             offset = self._map.tell()
             try:
                 batch = self._reader.read_next_batch()
             except StopIteration:
                 return None
             self._offsets.append(offset)
-            return batch
+            return _validated(batch)
         except (pa.ArrowException, OSError) as error:
             raise DataError(
                 f"truncated or corrupt: record batch {index} cannot be read ({error})",
@@ -430,6 +437,7 @@ class ArrowSeriesFile:
                 self._map.seek(self._offsets[batch_index])
                 message = pa.ipc.read_message(self._map)
                 batch = pa.ipc.read_record_batch(message, self._stream_schema)
+            batch = _validated(batch)
         except (pa.ArrowException, OSError) as error:  # the file changed since it was opened
             raise DataError(
                 f"record batch {batch_index} cannot be read ({error})", path=self.name
@@ -625,6 +633,14 @@ def _schema(multivariate: bool, metadata: dict | None) -> pa.Schema:
     if multivariate:
         target = pa.list_(target)
     return pa.schema([(START, pa.timestamp("s")), (TARGET, target)], metadata=metadata)
+
+
+def _validated(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` after a full structural check (offsets within the buffers, sane
+    lengths): a corrupt file raises `pa.ArrowInvalid` here instead of crashing
+    or reading out of bounds later."""
+    batch.validate(full=True)
+    return batch
 
 
 def _record_batch(rows: list, schema: pa.Schema) -> pa.RecordBatch:

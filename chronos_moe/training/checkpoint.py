@@ -30,6 +30,8 @@ import keras
 import numpy as np
 import safetensors.numpy
 
+from chronos_moe.checkpoints import read_safetensors
+
 logger = logging.getLogger(__name__)
 
 STEP_PATTERN = re.compile(r"^step-(\d+)$")
@@ -197,8 +199,9 @@ def load_checkpoint(
     trainer state."""
     path = Path(path)
     verify_checkpoint(path)
-    model_arrays = safetensors.numpy.load_file(str(path / "model.safetensors"))
-    optimizer_arrays = safetensors.numpy.load_file(str(path / "optimizer.safetensors"))
+    # The validating reader: a corrupt file is a CheckpointError naming it.
+    model_arrays = read_safetensors(path / "model.safetensors")
+    optimizer_arrays = read_safetensors(path / "optimizer.safetensors")
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
     _assign_arrays(model.variables, model_arrays, "model", path)

@@ -358,12 +358,6 @@ def test_planted_pickles_in_a_training_checkpoint_are_never_unpickled(
     assert not isinstance(error.value, (AssertionError, pickle.UnpicklingError))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="training/checkpoint.py reads safetensors with safetensors.numpy.load_file: a "
-    "corrupt file raises SafetensorError without the file's name. Reading through "
-    "chronos_moe.checkpoints.read_safetensors gives a CheckpointError naming it",
-)
 def test_a_planted_pickle_in_a_training_checkpoint_is_named(training_checkpoint_dir, marker):
     path, model, optimizer = training_checkpoint_dir
     replace_in_manifest(path, "optimizer.safetensors", torch_payload(marker))

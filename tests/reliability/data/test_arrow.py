@@ -5,11 +5,9 @@ GluonTS' flat layout, compressed, with nulls) are mutated byte by byte and read
 in a separate process (`fuzzing.ReaderProcess`): only `DataError`, no crash, no
 hang over 5 s, no allocation beyond 4× the file size + 1 MiB.
 
-`chronos_moe/data/arrow.py` does not pass yet: it trusts the offsets and
-lengths in a record batch (IndexError, MemoryError, or a segfault in pyarrow on
-a corrupt one) and the UTF-8 of the schema. The cases below are the fixes it
-needs, each an `xfail(strict=True)` that turns into a failure once fixed (then
-drop the marker).
+The fixed cases below are inputs that once crashed the reader (an IndexError,
+a segfault in pyarrow, a UnicodeDecodeError) before it validated every record
+batch in full and decoded the schema's names under a `DataError`.
 """
 
 import struct
@@ -20,15 +18,6 @@ import pytest
 
 from chronos_moe.data.arrow import write_arrow
 from tests.reliability.fuzzing import ReaderProcess, check_read, fuzz, mutated_bytes, profiles
-
-VALIDATE_BATCHES = (
-    "arrow.py trusts record-batch offsets and lengths: call `batch.validate(full=True)` on "
-    "every batch it reads (scan and `_view`) and raise DataError on pyarrow.ArrowInvalid"
-)
-DECODE_SCHEMA = (
-    "arrow.py reads `schema.names` unguarded: catch UnicodeDecodeError when opening and raise "
-    "DataError (the schema's field names are not UTF-8)"
-)
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +69,7 @@ def test_every_seed_reads(reader, seeds):
         assert check_read(reader, data)["outcome"] == "ok", name
 
 
-# 300 derandomized inputs (about 6 s) reach an IndexError at arrow.py:363 today.
-FUZZ_FAILS = pytest.mark.xfail(strict=True, reason=VALIDATE_BATCHES + "; " + DECODE_SCHEMA)
-
-
-@pytest.mark.parametrize("profile", profiles(ci_examples=300, ci_marks=[FUZZ_FAILS]))
+@pytest.mark.parametrize("profile", profiles(ci_examples=300))
 def test_fuzz_arrow_bytes(reader, seeds, profile):
     fuzz(reader, mutated_bytes(list(seeds.values())), profile)
 
@@ -94,19 +79,16 @@ def replaced(data: bytes, old: bytes, new: bytes) -> bytes:
     return data.replace(old, new)
 
 
-@pytest.mark.xfail(strict=True, reason=VALIDATE_BATCHES + " (today: IndexError)")
 def test_list_offsets_past_the_values(reader, seeds):
     offsets = np.array([0, 5, 22], "<i4").tobytes()  # rows of 5 and 17 values
     corrupt = np.array([0, 5, 2**30], "<i4").tobytes()
     check_read(reader, replaced(seeds["batches"], offsets, corrupt))
 
 
-@pytest.mark.xfail(strict=True, reason=VALIDATE_BATCHES + " (today: a segfault in pyarrow)")
 def test_negative_values_length(reader, seeds):
     node = struct.pack("<qq", 22, 0)  # the values' FieldNode: length 22, null count 0
     check_read(reader, replaced(seeds["batches"], node, struct.pack("<qq", -22, 0)))
 
 
-@pytest.mark.xfail(strict=True, reason=DECODE_SCHEMA + " (today: UnicodeDecodeError)")
 def test_field_name_that_is_not_utf8(reader, seeds):
     check_read(reader, replaced(seeds["batches"], b"target", b"\xfftarge"))
