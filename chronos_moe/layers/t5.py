@@ -19,11 +19,51 @@ register = keras.saving.register_keras_serializable(package="chronos_moe")
 # A large negative additive bias for masked attention positions. Like
 # transformers we use the float32 minimum: exp(min - max) is exactly 0.
 MASK_BIAS = -3.4028234663852886e38
+# The lowest finite value of each half-precision dtype (MASK_BIAS overflows them).
+LOWEST_FINITE = {"bfloat16": -3.3895313892515355e38, "float16": -65504.0}
+
+
+def cast_bias(bias, dtype):
+    """An additive attention bias in `dtype`, masked positions kept finite.
+
+    `MASK_BIAS` (the float32 minimum) rounds to -inf in bfloat16, and a fully
+    masked row of -inf gives NaN weights; clamping to the dtype's lowest finite
+    value keeps such rows uniform, as in float32. Call it once per pass (the
+    encoder and decoder do) so that the blocks do not cast a
+    `(batch, heads, len, len)` bias each.
+    """
+    dtype = keras.backend.standardize_dtype(dtype)
+    if keras.backend.standardize_dtype(bias.dtype) == dtype:
+        return bias
+    if dtype in LOWEST_FINITE:
+        bias = ops.maximum(bias, LOWEST_FINITE[dtype])
+    return ops.cast(bias, dtype)
 
 
 def normal_initializer(stddev: float) -> keras.initializers.Initializer:
     """N(0, stddev²) — T5 initialises every weight this way (Mesh TF / HF `_init_weights`)."""
     return keras.initializers.RandomNormal(mean=0.0, stddev=stddev)
+
+
+@register
+class T5Dense(keras.layers.Dense):
+    """A `keras.layers.Dense` whose product goes through `backend.matmul`
+    (bfloat16 products accumulated in float32 on JAX, see there); used without
+    a bias, as everywhere in T5.
+
+    Example:
+
+    >>> import numpy as np
+    >>> dense = T5Dense(4, use_bias=False)
+    >>> tuple(dense(np.ones((2, 3, 8), "float32")).shape)
+    (2, 3, 4)
+    """
+
+    def call(self, inputs, training=None):
+        outputs = backend.matmul(inputs, self.kernel)
+        if self.bias is not None:
+            outputs = outputs + self.bias
+        return outputs if self.activation is None else self.activation(outputs)
 
 
 @register
@@ -249,7 +289,7 @@ class T5Attention(keras.layers.Layer):
         factor = self.initializer_factor
 
         def dense(name, units, stddev):
-            layer = keras.layers.Dense(
+            layer = T5Dense(
                 units,
                 use_bias=False,
                 kernel_initializer=normal_initializer(stddev),
@@ -305,6 +345,7 @@ class T5Attention(keras.layers.Layer):
             query = ops.transpose(query, (0, 2, 1, 3))  # (batch, heads, q_len, d_kv)
             if attention_bias is None:
                 attention_bias = ops.zeros((1, 1, 1, 1), query.dtype)
+            attention_bias = cast_bias(attention_bias, query.dtype)
             context = backend.dot_product_attention(query, keys, values, attention_bias)
             return self._output(context, batch, q_len), (keys, values)
         if cache is not None and cache_index is None:
@@ -332,14 +373,14 @@ class T5Attention(keras.layers.Layer):
             self.query(hidden_states), (kv_batch, group * q_len, self.num_heads, self.key_value_dim)
         )
         query = ops.transpose(query, (0, 2, 1, 3))  # (kv_batch, heads, group·q_len, d_kv)
-        scores = ops.matmul(query, attended_keys)  # (kv_batch, heads, group·q_len, k_len)
+        scores = backend.matmul(query, attended_keys)  # (kv_batch, heads, group·q_len, k_len)
         if attention_bias is not None:
-            scores = scores + ops.cast(attention_bias, scores.dtype)
-        # Softmax in float32: half-precision scores lose the small differences
-        # between large logits; cast back for the value product.
-        weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), scores.dtype)
+            scores = scores + cast_bias(attention_bias, scores.dtype)
+        # Softmax accumulated in float32 (half-precision sums lose the small
+        # differences between large logits), result in the compute dtype.
+        weights = backend.softmax(scores)
         weights = self.dropout(weights, training=training)
-        context = ops.matmul(weights, attended_values)  # (kv_batch, heads, group·q_len, d_kv)
+        context = backend.matmul(weights, attended_values)  # (kv_batch, heads, group·q_len, d_kv)
         return self._output(context, batch, q_len), (keys, values)
 
     def _output(self, context, batch, q_len):
@@ -427,7 +468,7 @@ class T5FeedForward(keras.layers.Layer):
 
         def dense(name, units, fan_in):
             # HF `_init_weights`: wi ~ d_model^-0.5, wo ~ d_ff^-0.5, times the factor.
-            layer = keras.layers.Dense(
+            layer = T5Dense(
                 units,
                 use_bias=False,
                 kernel_initializer=normal_initializer(factor * fan_in**-0.5),

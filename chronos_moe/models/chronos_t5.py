@@ -18,6 +18,7 @@ from chronos_moe.layers.t5 import (
     T5Block,
     T5LayerNorm,
     T5RelativePositionBias,
+    cast_bias,
     normal_initializer,
     register,
 )
@@ -259,6 +260,7 @@ class ChronosT5(keras.Model):
         length = ops.shape(input_ids)[1]
         positions = ops.arange(length, dtype="int32")
         bias = self.encoder_position_bias(positions, positions) + padding_bias(attention_mask)
+        bias = cast_bias(bias, self.compute_dtype)  # once, not in every block
         hidden = self.dropout(self.shared(input_ids), training=training)
         for block in self.encoder_blocks:
             hidden, _ = block(hidden, self_attention_bias=bias, training=training)
@@ -274,7 +276,8 @@ class ChronosT5(keras.Model):
         positions = ops.arange(length, dtype="int32")
         causal = ops.where(positions[None, :] > positions[:, None], MASK_BIAS, 0.0)
         self_bias = self.decoder_position_bias(positions, positions) + causal[None, None]
-        cross_bias = padding_bias(attention_mask)
+        self_bias = cast_bias(self_bias, self.compute_dtype)  # once, not in every block
+        cross_bias = cast_bias(padding_bias(attention_mask), self.compute_dtype)
         hidden = self.dropout(self.shared(decoder_input_ids), training=training)
         for block in self.decoder_blocks:
             hidden, _, _ = block(
@@ -360,7 +363,7 @@ class ChronosT5(keras.Model):
             return self.lm_head(hidden_states)
         # Tied embeddings: T5 rescales by d_model^-0.5 before the shared matrix.
         scaled = hidden_states * (self.d_model**-0.5)
-        return ops.matmul(scaled, ops.transpose(self.shared.embeddings))
+        return backend.matmul(scaled, ops.transpose(self.shared.embeddings))
 
     def logits_function(self, encoder_states, attention_mask):
         """The map from decoder hidden states to logits for these series. The

@@ -6,6 +6,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from chronos_moe import backend
 from chronos_moe.layers.t5 import normal_initializer, register
 
 
@@ -112,11 +113,15 @@ class MoEExpertHead(keras.layers.Layer):
         hidden = ops.reshape(
             ops.cast(hidden_states, self.compute_dtype), (batch, (rows // batch) * length, d_model)
         )
-        inner = ops.relu(ops.einsum("btd,bkdf->bktf", hidden, up))  # (batch, k, t, inner)
-        expert_hidden = hidden[:, None] + ops.einsum("bktf,bkfd->bktd", inner, down)
+        # Batched products over (batch, k) through `backend.matmul` (float32
+        # accumulation of bfloat16 products on JAX).
+        top_k = ops.shape(gates)[1]
+        hidden = ops.broadcast_to(hidden[:, None], (batch, top_k, *ops.shape(hidden)[1:]))
+        inner = ops.relu(backend.matmul(hidden, up))  # (batch, k, t, inner)
+        expert_hidden = hidden + backend.matmul(inner, down)  # (batch, k, t, d_model)
         if self.output_scale != 1.0:
             expert_hidden = expert_hidden * ops.cast(self.output_scale, expert_hidden.dtype)
-        logits = ops.einsum("bktd,bkdv->bktv", expert_hidden, head)  # (batch, k, t, vocab)
+        logits = backend.matmul(expert_hidden, head)  # (batch, k, t, vocab)
         mixed = ops.einsum("bk,bktv->btv", gates, logits)
         return ops.reshape(mixed, (rows, length, self.vocab_size))
 
