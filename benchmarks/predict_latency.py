@@ -64,26 +64,14 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from chronos_moe.config import ChronosConfig  # no Keras import: the backend is still free
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
-# The `chronos_config` block of the released amazon/chronos-t5-* checkpoints.
-CHRONOS_CONFIG = {
-    "tokenizer_class": "MeanScaleUniformBins",
-    "tokenizer_kwargs": {"low_limit": -15.0, "high_limit": 15.0},
-    "context_length": 512,
-    "prediction_length": 64,
-    "n_tokens": 4096,
-    "n_special_tokens": 2,
-    "pad_token_id": 0,
-    "eos_token_id": 1,
-    "use_eos_token": True,
-    "model_type": "seq2seq",
-    "num_samples": 20,
-    "temperature": 1.0,
-    "top_k": 50,
-    "top_p": 1.0,
-}
+# The `chronos_config` block of the released amazon/chronos-t5-* checkpoints
+# (ChronosConfig's defaults are that block).
+CHRONOS_CONFIG = ChronosConfig().to_dict()
 
 # T5 shape of amazon/chronos-t5-tiny (8M parameters).
 T5_TINY = dict(

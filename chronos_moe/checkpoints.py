@@ -545,16 +545,20 @@ def save_chronos(model: ChronosT5 | ChronosMoE, directory: str | os.PathLike) ->
     for name, (variable, transposed) in hf_weight_map(model).items():
         value = np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
         tensors[name] = np.ascontiguousarray(value.T if transposed else value)
-    _write_atomically(
+    write_atomically(
         directory / WEIGHTS_NAME,
         lambda path: safetensors.numpy.save_file(tensors, path, metadata={"format": "pt"}),
     )
     text = json.dumps(hf_config(model), indent=2, sort_keys=True) + "\n"
-    _write_atomically(directory / CONFIG_NAME, lambda path: Path(path).write_text(text))
+    write_atomically(directory / CONFIG_NAME, lambda path: Path(path).write_text(text))
     return directory
 
 
-def _write_atomically(target: Path, write) -> None:
+def write_atomically(target: Path, write) -> None:
+    """Writes `target` all at once: `write(temporary_path)` fills a temporary file
+    beside it, which is fsynced and renamed over `target`, so a reader (or a
+    crash) never sees a half-written file and an earlier `target` survives a
+    failed write."""
     handle, temporary = tempfile.mkstemp(
         dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
     )

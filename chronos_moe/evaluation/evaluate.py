@@ -196,7 +196,7 @@ class EvaluationResult:
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Writes `rows()` as CSV (numbers with full precision), atomically. Returns
         the path."""
-        from chronos_moe.checkpoints import _write_atomically
+        from chronos_moe.checkpoints import write_atomically
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,7 @@ class EvaluationResult:
                 writer.writeheader()
                 writer.writerows(rows)
 
-        _write_atomically(path, write)  # a reader never sees a half-written file
+        write_atomically(path, write)  # a reader never sees a half-written file
         return path
 
     def to_markdown(self) -> str:

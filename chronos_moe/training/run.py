@@ -22,7 +22,7 @@ import numpy as np
 from chronos_moe import backend, checkpoints
 
 # One atomic-write helper for the package (write to a temporary name, fsync, rename).
-from chronos_moe.checkpoints import _write_atomically
+from chronos_moe.checkpoints import write_atomically
 from chronos_moe.config import ChronosConfig
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE, build_moe_chronos
@@ -423,4 +423,4 @@ def save_keras_atomically(model: keras.Model, path: Path) -> None:
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Writes `text` to a temporary file next to `path` and renames it into place."""
-    _write_atomically(path, lambda temporary: Path(temporary).write_text(text))
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
