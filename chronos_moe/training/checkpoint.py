@@ -73,6 +73,16 @@ def _part(name: str) -> str:
     return f"{name} ({PARTS[name]})" if name in PARTS else name
 
 
+def _seed_owners(model: Any) -> dict[int, str]:
+    """`id(seed-generator state variable) -> path of the layer that draws from it`."""
+    owners: dict[int, str] = {}
+    flatten = getattr(model, "_flatten_layers", None)
+    for layer in flatten(include_self=True, recursive=True) if flatten else []:
+        for generator in getattr(layer, "_seed_generators", []):
+            owners[id(generator.state)] = getattr(layer, "path", None) or layer.name
+    return owners
+
+
 def _variable_part(path: str) -> str:
     """What a model or optimizer variable is, for the message naming a missing one."""
     if "seed_generator" in path:
@@ -93,7 +103,9 @@ def _variables_to_arrays(variables) -> dict[str, np.ndarray]:
     }
 
 
-def _assign_arrays(variables, arrays: dict[str, np.ndarray], what: str, source: Path) -> None:
+def _assign_arrays(
+    variables, arrays: dict[str, np.ndarray], what: str, source: Path, owners=None
+) -> None:
     by_index: dict[int, str] = {}
     for key in arrays:
         prefix = key.split(":", 1)[0]
@@ -104,10 +116,15 @@ def _assign_arrays(variables, arrays: dict[str, np.ndarray], what: str, source: 
         by_index[int(prefix)] = key
     missing = [index for index in range(len(variables)) if index not in by_index]
     if missing:
-        names = ", ".join(
-            f"{index:05d}:{variables[index].path} ({_variable_part(variables[index].path)})"
-            for index in missing[:5]
-        )
+        owners = owners or {}
+
+        def name(variable) -> str:
+            path = variable.path
+            if id(variable) in owners:  # a seed generator: name the layer drawing from it
+                path = f"{path} of {owners[id(variable)]}"
+            return f"{path} ({_variable_part(path)})"
+
+        names = ", ".join(f"{index:05d}:{name(variables[index])}" for index in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise CheckpointCorrupt(
             f"{source}: lacks {len(missing)} of the run's {len(variables)} {what} variables: "
@@ -328,7 +345,8 @@ def load_checkpoint(
     optimizer_arrays = read_safetensors(path / "optimizer.safetensors")
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
-    _assign_arrays(model.variables, model_arrays, "model", path / "model.safetensors")
+    model_file = path / "model.safetensors"
+    _assign_arrays(model.variables, model_arrays, "model", model_file, _seed_owners(model))
     optimizer_file = path / "optimizer.safetensors"
     _assign_arrays(optimizer.variables, optimizer_arrays, "optimizer", optimizer_file)
     return state
