@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import IO
 
@@ -22,6 +23,31 @@ class RunError(RuntimeError):
 
 # Locks this process holds: resolved directory -> [open lock file, entries].
 _HELD: dict[Path, list] = {}
+
+
+def _holder(handle: IO[str]) -> str:
+    """The pid in a held lock file. The holder may be between taking the lock and
+    writing its pid (the file is empty, or still holds a dead holder's pid), so
+    the file is read again for up to a second until it names a live process."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        handle.seek(0)
+        holder = handle.read().strip()
+        if _alive(holder) or time.monotonic() > deadline:
+            return holder or "unknown"
+        time.sleep(0.01)
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 class OutputLock:
@@ -66,8 +92,7 @@ class OutputLock:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            holder = _holder(handle)
             handle.close()
             raise RunError(
                 f"Another run (pid {holder}) is writing {self.directory}. "
