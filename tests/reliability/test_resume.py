@@ -324,7 +324,10 @@ def test_an_explicitly_named_corrupt_checkpoint_fails_without_falling_back(copy,
     assert sorted(p.name for p in Path(config.output_dir).rglob("*")) == before
 
 
-def test_resume_from_a_good_checkpoint_continues_from_it(copy):
+def test_resume_from_a_good_checkpoint_continues_from_it(copy, capsys):
     config, checkpoints = copy
-    result = train(config.replace(max_steps=4), resume_from=checkpoints / "step-2", verbose=False)
-    assert [row["step"] for row in result.log] == [1, 2, 3, 4]
+    (checkpoints / "step-4" / "model.safetensors").unlink()
+    # max_steps=2: the run ends where step-2 left off (no step to compile); its log is step-2's.
+    result = train(config.replace(max_steps=2), resume_from=checkpoints / "step-2")
+    assert [row["step"] for row in result.log] == [1, 2]
+    assert "resuming at step 2" in capsys.readouterr().out
