@@ -385,11 +385,12 @@ class ArrowSeriesFile:
             first, last = int(view.starts[lo:hi].min()), int(ends[lo:hi].max())
             chunk = self._values(view, first, last)
             bad = ~np.isfinite(chunk)
-            infs += int(np.count_nonzero(np.isinf(chunk)))
-            cumulative = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])
-            missing[lo:hi] = (
-                cumulative[ends[lo:hi] - first] - cumulative[view.starts[lo:hi] - first]
-            )
+            if bad.any():  # complete data (the common case) costs one isfinite pass
+                positions = np.flatnonzero(bad)
+                infs += int(np.count_nonzero(np.isinf(chunk[positions])))
+                missing[lo:hi] = np.searchsorted(positions, ends[lo:hi] - first) - np.searchsorted(
+                    positions, view.starts[lo:hi] - first
+                )
             lo = hi
         return missing, infs
 
