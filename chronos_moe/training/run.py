@@ -157,11 +157,10 @@ def build_dataset(config: TrainingConfig, mode: str = "train", paths=None):
 
 @dataclasses.dataclass
 class _Start:
-    """Where a run starts: a fresh directory, or a checkpoint and its trainer state."""
+    """Where a run starts: a fresh directory, or a checkpoint."""
 
     clear: bool = False  # --overwrite: delete the other run's files (once data and model are built)
     checkpoint: Path | None = None
-    state: dict[str, Any] | None = None
 
 
 def _prepare_output(
@@ -185,7 +184,7 @@ def _prepare_output(
                 f"--resume-from {resume_from}: {error}. Not falling back to another checkpoint."
             ) from error
         _check_resume_compatible(config, state, resume_from)
-        return _Start(checkpoint=Path(resume_from), state=state)
+        return _Start(checkpoint=Path(resume_from))
     if resume:
         checkpoint.remove_torn(output / CHECKPOINTS)
         latest, skipped = checkpoint.find_resumable(
@@ -201,7 +200,7 @@ def _prepare_output(
                 print(message, file=sys.stderr)
         state = json.loads((latest / "trainer_state.json").read_text())
         _check_resume_compatible(config, state, latest)
-        return _Start(checkpoint=latest, state=state)
+        return _Start(checkpoint=latest)
     if occupied and not overwrite:
         raise RunError(
             f"{output} already holds files of another run. Use --resume to continue it or "
