@@ -259,8 +259,10 @@ def train(
     """Runs (or resumes) the training described by `config`.
 
     Writes into `config.output_dir`: `config.yaml` (the resolved config),
-    `log.csv` and `log.json` (one row per logged step: step, loss, ce_loss,
-    lb_loss, lr, seconds since the start of the run, resumed runs included),
+    `data_report.json` (per data file: rows, series, series kept, dropped as too
+    short or too incomplete, ±inf values), `log.csv` and `log.json` (one row per
+    logged step: step, loss, ce_loss, lb_loss, lr, seconds since the start of
+    the run, resumed runs included),
     `checkpoints/step-N/` every `save_steps` (atomic, see
     `chronos_moe.training.checkpoint`) and `final/` (Hugging Face layout, which
     `ChronosPipeline.from_pretrained` loads, plus `model.keras`). Every file is
@@ -357,6 +359,8 @@ def _run(
         start_step = state["step"]
         logger.info("Resumed from %s (step %d).", resume_from, start_step)
     write_text_atomically(output / "config.yaml", config.to_yaml())
+    # What each data file held and why series were dropped (per file and reason).
+    write_text_atomically(output / "data_report.json", json.dumps(dataset.report.to_dict()))
     info = backend.backend_info()
     if verbose:
         print(

@@ -16,6 +16,7 @@ policy: training refuses a file holding ±inf at start, naming it and the count
 never reach the tokenizer).
 """
 
+import json
 import os
 
 import numpy as np
@@ -194,3 +195,5 @@ def test_extreme_values_give_in_range_tokens_finite_losses_and_a_report(start, t
         assert labels.min() >= 0 and labels.max() < N_TOKENS
     result = run.train(config, verbose=False)
     assert all(np.isfinite(row["loss"]) for row in result.log)
+    written = json.loads((result.output_dir / "data_report.json").read_text())["sources"][0]
+    assert (written["kept"], written["too_short"], written["too_many_missing"]) == (7, 1, 1)
