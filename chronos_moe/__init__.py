@@ -50,7 +50,7 @@ _EXPORTS = {
     "compare": "chronos_moe.training.compare",
     "ConfigError": "chronos_moe.training.config",
     "TrainingConfig": "chronos_moe.training.config",
-    "RunError": "chronos_moe.training.run",
+    "RunError": "chronos_moe.training.lock",
     "train": "chronos_moe.training.run",
     "TrainResult": "chronos_moe.training.run",
 }

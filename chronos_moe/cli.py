@@ -41,10 +41,18 @@ def _load_config(path: Path, args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    config = _load_config(args.config, args)
-    from chronos_moe.training.run import train
+    config = _load_config(args.config, args)  # a bad config exits here: nothing created
+    if args.resume_from and (args.resume or args.overwrite):
+        raise ValueError("--resume-from names the checkpoint to resume; drop --resume/--overwrite")
+    from chronos_moe.training.lock import OutputLock
 
-    result = train(config, resume=args.resume, overwrite=args.overwrite)
+    # The lock before Keras is imported: a second run on this directory exits at once.
+    with OutputLock(config.output_dir):
+        from chronos_moe.training.run import train
+
+        result = train(
+            config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from
+        )
     print(f"Final model: {result.final_dir}")
     return 0
 
@@ -140,7 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a dense or MoE model from a YAML config")
     train.add_argument("--config", required=True, type=Path, help="YAML training config")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint that verifies (newer broken ones are named)",
+    )
+    train.add_argument(
+        "--resume-from",
+        type=Path,
+        metavar="PATH",
+        help="continue from this checkpoint (.../checkpoints/step-N) or fail; no fall-back",
+    )
     train.add_argument(
         "--overwrite", action="store_true", help="replace an output directory of another run"
     )
@@ -217,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, FloatingPointError) as error:
         return _report(args, error)
     except RuntimeError as error:
-        from chronos_moe.training.run import RunError
+        from chronos_moe.training.lock import RunError
 
         if not isinstance(error, RunError):
             raise

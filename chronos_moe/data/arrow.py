@@ -235,8 +235,7 @@ class ArrowSeriesFile:
             batch = self._next_scan_batch(batch_index)
             if batch is None:
                 break
-            if batch_index == 0 or self.num_rows == 0:
-                self._check_start_values(batch)
+            self._check_start_values(batch)
             view = self._decode(batch, batch_index)
             batch_missing, batch_infs = self._count_missing(view)
             lengths.append(view.lengths)
@@ -278,12 +277,20 @@ class ArrowSeriesFile:
             ) from None
 
     def _check_start_values(self, batch: pa.RecordBatch) -> None:
+        """String starts must all be ISO dates (one vectorized parse per record batch)."""
         column = batch.column(START)
         if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             return
-        for row, value in enumerate(column.to_pylist()[:1]):
+        values = column.to_numpy(zero_copy_only=False)
+        try:
+            np.asarray(values[column.is_valid().to_numpy(zero_copy_only=False)], "datetime64[s]")
+            return
+        except (TypeError, ValueError):
+            pass
+        for row, value in enumerate(values):
             try:
-                np.datetime64(value)
+                if value is not None:
+                    np.datetime64(value)
             except (TypeError, ValueError):
                 raise DataError(
                     f"expected a timestamp; the string {value!r} is not an ISO date",
@@ -308,6 +315,20 @@ class ArrowSeriesFile:
             starts, ends = inner[series], inner[series + 1]
             inner_nulls = inner_array.is_null().to_numpy(zero_copy_only=False)
             lengths = np.where(inner_nulls[series], 0, ends - starts)
+            ragged = (
+                (lengths != lengths[first]) & ~inner_nulls[series] & ~inner_nulls[series[first]]
+            )
+            if ragged.any():  # a multivariate row is dims x time: every dimension as long
+                position = int(np.argmax(ragged))
+                row = int(np.repeat(np.arange(len(counts)), counts)[position])
+                in_row = lengths[first == first[position]].tolist()
+                raise DataError(
+                    "a multivariate row's dimensions must have one length (dims x time). "
+                    f"Received dimensions of lengths {in_row}",
+                    path=self.name,
+                    row=self.num_rows + row,
+                    field=TARGET,
+                )
             values = inner_array.values
         else:
             offsets = _list_offsets(column)
@@ -364,11 +385,12 @@ class ArrowSeriesFile:
             first, last = int(view.starts[lo:hi].min()), int(ends[lo:hi].max())
             chunk = self._values(view, first, last)
             bad = ~np.isfinite(chunk)
-            infs += int(np.count_nonzero(np.isinf(chunk)))
-            cumulative = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])
-            missing[lo:hi] = (
-                cumulative[ends[lo:hi] - first] - cumulative[view.starts[lo:hi] - first]
-            )
+            if bad.any():  # complete data (the common case) costs one isfinite pass
+                positions = np.flatnonzero(bad)
+                infs += int(np.count_nonzero(np.isinf(chunk[positions])))
+                missing[lo:hi] = np.searchsorted(positions, ends[lo:hi] - first) - np.searchsorted(
+                    positions, view.starts[lo:hi] - first
+                )
             lo = hi
         return missing, infs
 

@@ -5,13 +5,18 @@ A checkpoint is a directory `step-N/` holding
 * `model.safetensors`: every model variable (weights and the dropout/router
   seed-generator states), keyed `"<index>:<path>"` in `model.variables` order,
 * `optimizer.safetensors`: every optimizer variable (iterations, moments), same keying,
-* `trainer_state.json`: step, data-stream state, config fingerprint, versions,
+* `trainer_state.json`: step, optimizer iterations (the learning-rate position),
+  RNG state, data-stream state, config and config fingerprint, backend, versions,
 * `manifest.json`, written last: size and sha256 of each file above.
 
 It is written as `step-N.tmp-<id>/`, every file and the directory fsynced, and
-renamed to `step-N/` only when complete. Resume takes the newest `step-N` whose
-manifest verifies. All files are backend-neutral (numpy arrays in safetensors,
-JSON), so a checkpoint written under torch resumes under JAX and vice versa.
+renamed to `step-N/` only when complete. Every part is required: a checkpoint
+that lacks one (a missing file, a trainer-state key, a variable) is refused
+naming the part, never loaded with that part left at its initial value.
+Resume takes the newest `step-N` that verifies (`find_resumable`) and names each
+newer one it skipped and why. All files are backend-neutral (numpy arrays in
+safetensors, JSON); `chronos_moe.training.run` refuses to resume on another
+backend than the one that wrote the checkpoint (the random streams differ).
 """
 
 from __future__ import annotations
@@ -38,10 +43,55 @@ STEP_PATTERN = re.compile(r"^step-(\d+)$")
 TEMP_MARKER = ".tmp-"
 FILES = ("model.safetensors", "optimizer.safetensors", "trainer_state.json")
 MANIFEST = "manifest.json"
+# What each file of a checkpoint holds (named when one is missing or corrupt).
+PARTS = {
+    "model.safetensors": "model weights, with the dropout and router seed-generator states",
+    "optimizer.safetensors": "optimizer state",
+    "trainer_state.json": "trainer state",
+    MANIFEST: "manifest",
+}
+# The keys of `trainer_state.json` a training run needs (`verify_checkpoint(path,
+# required_state=TRAINER_STATE_PARTS)`), and what each one is.
+TRAINER_STATE_PARTS = {
+    "step": "trainer step",
+    "optimizer_iterations": "learning-rate position (the optimizer's iteration count)",
+    "rng": "RNG state",
+    "data": "data cursor (stream position and shuffle state)",
+    "config": "run config",
+    "config_hash": "config fingerprint",
+    "backend": "backend that wrote it",
+    "versions": "package versions",
+}
 
 
 class CheckpointCorrupt(ValueError):
-    """A checkpoint whose files do not match its manifest (or lack one)."""
+    """A checkpoint whose files do not match its manifest (or lack one), or that
+    lacks a part; the message names the file, the part and the failed check."""
+
+
+def _part(name: str) -> str:
+    return f"{name} ({PARTS[name]})" if name in PARTS else name
+
+
+def _seed_owners(model: Any) -> dict[int, str]:
+    """`id(seed-generator state variable) -> path of the layer that draws from it`."""
+    owners: dict[int, str] = {}
+    flatten = getattr(model, "_flatten_layers", None)
+    for layer in flatten(include_self=True, recursive=True) if flatten else []:
+        for generator in getattr(layer, "_seed_generators", []):
+            owners[id(generator.state)] = getattr(layer, "path", None) or layer.name
+    return owners
+
+
+def _variable_part(path: str) -> str:
+    """What a model or optimizer variable is, for the message naming a missing one."""
+    if "seed_generator" in path:
+        return "router RNG state" if "router" in path else "RNG state"
+    if "router" in path:
+        return "router"
+    if path.endswith("iteration") or path.endswith("iterations"):
+        return "learning-rate position"
+    return "weights"
 
 
 def _variables_to_arrays(variables) -> dict[str, np.ndarray]:
@@ -53,7 +103,33 @@ def _variables_to_arrays(variables) -> dict[str, np.ndarray]:
     }
 
 
-def _assign_arrays(variables, arrays: dict[str, np.ndarray], what: str, source: Path) -> None:
+def _assign_arrays(
+    variables, arrays: dict[str, np.ndarray], what: str, source: Path, owners=None
+) -> None:
+    by_index: dict[int, str] = {}
+    for key in arrays:
+        prefix = key.split(":", 1)[0]
+        if not prefix.isdigit():
+            raise CheckpointCorrupt(
+                f"{source}: {what} tensor {key!r} is not keyed '<index>:<path>'"
+            )
+        by_index[int(prefix)] = key
+    missing = [index for index in range(len(variables)) if index not in by_index]
+    if missing:
+        owners = owners or {}
+
+        def name(variable) -> str:
+            path = variable.path
+            if id(variable) in owners:  # a seed generator: name the layer drawing from it
+                path = f"{path} of {owners[id(variable)]}"
+            return f"{path} ({_variable_part(path)})"
+
+        names = ", ".join(f"{index:05d}:{name(variables[index])}" for index in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise CheckpointCorrupt(
+            f"{source}: lacks {len(missing)} of the run's {len(variables)} {what} variables: "
+            f"{names}{more}. Refusing to resume with them left at their initial values."
+        )
     if len(arrays) != len(variables):
         raise CheckpointCorrupt(
             f"{source}: holds {len(arrays)} {what} variables, the run has {len(variables)}. "
@@ -133,28 +209,73 @@ def save_checkpoint(
     return final
 
 
-def verify_checkpoint(path: str | os.PathLike) -> None:
-    """Raises `CheckpointCorrupt` naming the file and the failed check."""
+def verify_checkpoint(path: str | os.PathLike, required_state: Any = ()) -> dict[str, Any]:
+    """Checks a checkpoint against its manifest and returns its trainer state.
+
+    Checks, in order: the manifest exists and is a JSON object listing every
+    file; each file exists, has the manifest's size and sha256; the trainer
+    state is a JSON object holding every key of `required_state` (e.g.
+    `TRAINER_STATE_PARTS`), whose `step` is the directory's.
+
+    Raises:
+        CheckpointCorrupt: naming the file (and the part it holds) and the failed check.
+
+    Example:
+
+    >>> import tempfile
+    >>> try:
+    ...     verify_checkpoint(tempfile.mkdtemp())
+    ... except CheckpointCorrupt as error:
+    ...     print(str(error).split(": ", 1)[1])
+    no manifest.json (the save did not finish)
+    """
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointCorrupt(f"{path}: no {MANIFEST} (the save did not finish)")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointCorrupt(f"{manifest_path}: not valid JSON ({error})") from error
+    if not isinstance(manifest, dict):
+        raise CheckpointCorrupt(f"{manifest_path}: not a JSON object")
     for name in FILES:
         file = path / name
-        if name not in manifest:
-            raise CheckpointCorrupt(f"{manifest_path}: lists no {name}")
+        entry = manifest.get(name)
+        if entry is None:
+            raise CheckpointCorrupt(f"{manifest_path}: lists no {_part(name)}")
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("size"), int)
+            and isinstance(entry.get("sha256"), str)
+        ):
+            raise CheckpointCorrupt(f"{manifest_path}: the entry of {name} is malformed: {entry!r}")
         if not file.is_file():
-            raise CheckpointCorrupt(f"{file}: missing")
-        if file.stat().st_size != manifest[name]["size"]:
+            raise CheckpointCorrupt(f"{file}: missing: the {PARTS[name]}")
+        if file.stat().st_size != entry["size"]:
             raise CheckpointCorrupt(
-                f"{file}: size {file.stat().st_size} bytes, manifest says {manifest[name]['size']}"
+                f"{file}: size {file.stat().st_size} bytes, manifest says {entry['size']}"
             )
-        if _sha256(file) != manifest[name]["sha256"]:
+        if _sha256(file) != entry["sha256"]:
             raise CheckpointCorrupt(f"{file}: sha256 does not match the manifest")
+    state_path = path / "trainer_state.json"
+    try:
+        state = json.loads(state_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointCorrupt(f"{state_path}: not valid JSON ({error})") from error
+    if not isinstance(state, dict):
+        raise CheckpointCorrupt(f"{state_path}: not a JSON object")
+    for key in required_state:
+        if key not in state:
+            what = required_state[key] if isinstance(required_state, dict) else key
+            raise CheckpointCorrupt(f"{state_path}: lacks {key!r}: the {what}")
+    match = STEP_PATTERN.match(path.name)
+    if match and "step" in state and state["step"] != int(match.group(1)):
+        raise CheckpointCorrupt(
+            f"{state_path}: step {state['step']!r}, but the directory is {path.name} "
+            "(a file from another checkpoint?)"
+        )
+    return state
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -180,33 +301,55 @@ def remove_torn(output_dir: str | os.PathLike) -> list[Path]:
     return torn
 
 
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest checkpoint that verifies; corrupt newer ones are named in the log."""
+def find_resumable(
+    output_dir: str | os.PathLike, required_state: Any = ()
+) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that verifies, and each newer one skipped with why.
+
+    Example:
+
+    >>> import tempfile
+    >>> find_resumable(tempfile.mkdtemp())
+    (None, [])
+    """
+    skipped = []
     for step, path in reversed(list_checkpoints(output_dir)):
         try:
-            verify_checkpoint(path)
+            verify_checkpoint(path, required_state)
         except CheckpointCorrupt as error:
             logger.warning("Skipping checkpoint step %d: %s", step, error)
+            skipped.append((path, str(error)))
             continue
-        return path
-    return None
+        return path, skipped
+    return None, skipped
+
+
+def latest_checkpoint(output_dir: str | os.PathLike, required_state: Any = ()) -> Path | None:
+    """The newest checkpoint that verifies; corrupt newer ones are named in the log."""
+    return find_resumable(output_dir, required_state)[0]
 
 
 def load_checkpoint(
-    path: str | os.PathLike, model: keras.Model, optimizer: keras.optimizers.Optimizer
+    path: str | os.PathLike,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    required_state: Any = (),
 ) -> dict[str, Any]:
-    """Verifies `path`, restores model and optimizer variables, returns the
+    """Verifies `path` (`verify_checkpoint`), restores every model and optimizer
+    variable (a missing one is a `CheckpointCorrupt` naming it), returns the
     trainer state."""
     path = Path(path)
-    verify_checkpoint(path)
+    state = verify_checkpoint(path, required_state)
     # The validating reader: a corrupt file is a CheckpointError naming it.
     model_arrays = read_safetensors(path / "model.safetensors")
     optimizer_arrays = read_safetensors(path / "optimizer.safetensors")
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
-    _assign_arrays(model.variables, model_arrays, "model", path)
-    _assign_arrays(optimizer.variables, optimizer_arrays, "optimizer", path)
-    return json.loads((path / "trainer_state.json").read_text())
+    model_file = path / "model.safetensors"
+    _assign_arrays(model.variables, model_arrays, "model", model_file, _seed_owners(model))
+    optimizer_file = path / "optimizer.safetensors"
+    _assign_arrays(optimizer.variables, optimizer_arrays, "optimizer", optimizer_file)
+    return state
 
 
 def global_rng_state() -> dict[str, Any]:

@@ -172,6 +172,10 @@ class TrainingConfig:
             )
         if self.save_total_limit is not None and self.save_total_limit < 1:
             _fail("save_total_limit", self.save_total_limit, "an integer >= 1 or null")
+        try:  # the tokenizer and forecasting block, checked now rather than when the model is built
+            ChronosConfig.from_dict(self.chronos_config)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(str(error)) from error
 
     @property
     def model_size(self) -> str | None:
@@ -196,7 +200,7 @@ class TrainingConfig:
                 f"Received: {type(values).__name__}"
             )
         known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - known, key=str)
         if unknown:
             raise ConfigError(
                 f"Unknown config key(s) {unknown}. Known keys: {', '.join(sorted(known))}"

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import fcntl
 import io
 import json
 import logging
 import os
 import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +29,7 @@ from chronos_moe.moe.model import ChronosMoE, build_moe_chronos
 from chronos_moe.tokenizer import MeanScaleUniformBins
 from chronos_moe.training import checkpoint
 from chronos_moe.training.config import ConfigError, TrainingConfig
+from chronos_moe.training.lock import OutputLock, RunError
 from chronos_moe.training.schedules import WarmupSchedule
 
 logger = logging.getLogger(__name__)
@@ -59,11 +60,6 @@ RESUME_KEYS = (
 LOG_COLUMNS = ("step", "loss", "ce_loss", "lb_loss", "lr", "seconds")
 MIXED_PRECISION_POLICY = "mixed_bfloat16"
 CHECKPOINTS = "checkpoints"  # the subdirectory of output_dir holding step-N/
-
-
-class RunError(RuntimeError):
-    """A run that cannot start: an occupied output directory, a held lock, an
-    incompatible resume, a config that asks for another backend."""
 
 
 @dataclasses.dataclass
@@ -159,75 +155,98 @@ def build_dataset(config: TrainingConfig, mode: str = "train", paths=None):
     )
 
 
-class OutputLock:
-    """An exclusive OS lock on `output_dir/.lock`; the OS releases it when the
-    holder dies, so a killed run never blocks the next one."""
+@dataclasses.dataclass
+class _Start:
+    """Where a run starts: a fresh directory, or a checkpoint."""
 
-    def __init__(self, output_dir: Path):
-        self.path = output_dir / ".lock"
-        self.handle = None
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "unknown"
-            self.handle.close()
-            raise RunError(
-                f"Another run (pid {holder}) is writing {self.path.parent}. "
-                "Wait for it or choose another output_dir."
-            ) from None
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(str(os.getpid()))
-        self.handle.flush()
-        return self
-
-    def __exit__(self, *exc_info):
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
+    clear: bool = False  # --overwrite: delete the other run's files (once data and model are built)
+    checkpoint: Path | None = None
 
 
-def _prepare_output(config: TrainingConfig, resume: bool, overwrite: bool) -> Path | None:
-    """Checks the output directory; returns the checkpoint to resume from."""
+def _prepare_output(
+    config: TrainingConfig, resume: bool, overwrite: bool, resume_from: Path | None, verbose: bool
+) -> _Start:
+    """Checks the output directory and picks the checkpoint to resume from.
+
+    `--resume` takes the newest checkpoint that verifies and says which newer
+    ones it skipped and why (a torn, truncated, tampered or incomplete one);
+    `resume_from` (`--resume-from PATH`) loads that checkpoint or fails, never
+    another one. Nothing is deleted here: `--overwrite` clears the directory
+    only once data and model are built.
+    """
     output = Path(config.output_dir)
     occupied = output.exists() and any(p.name != ".lock" for p in output.iterdir())
+    if resume_from is not None:
+        try:
+            state = checkpoint.verify_checkpoint(resume_from, checkpoint.TRAINER_STATE_PARTS)
+        except checkpoint.CheckpointCorrupt as error:
+            raise RunError(
+                f"--resume-from {resume_from}: {error}. Not falling back to another checkpoint."
+            ) from error
+        _check_resume_compatible(config, state, resume_from)
+        return _Start(checkpoint=Path(resume_from))
     if resume:
         checkpoint.remove_torn(output / CHECKPOINTS)
-        latest = checkpoint.latest_checkpoint(output / CHECKPOINTS)
+        latest, skipped = checkpoint.find_resumable(
+            output / CHECKPOINTS, checkpoint.TRAINER_STATE_PARTS
+        )
+        reasons = "".join(f"\n  skipped {path.name}: {why}" for path, why in skipped)
         if latest is None:
-            raise RunError(f"--resume: no complete checkpoint in {output / CHECKPOINTS}.")
-        return latest
+            raise RunError(f"--resume: no complete checkpoint in {output / CHECKPOINTS}.{reasons}")
+        if skipped:  # each skip is also logged (a warning) by find_resumable
+            logger.info("Falling back to %s.", latest)
+            if verbose:
+                message = f"chronos-moe train: falling back to {latest.name}:{reasons}"
+                print(message, file=sys.stderr)
+        state = json.loads((latest / "trainer_state.json").read_text())
+        _check_resume_compatible(config, state, latest)
+        return _Start(checkpoint=latest)
     if occupied and not overwrite:
         raise RunError(
             f"{output} already holds files of another run. Use --resume to continue it or "
             "--overwrite to replace it."
         )
-    if occupied:
-        for entry in output.iterdir():
-            if entry.name != ".lock":
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    return None
+    return _Start(clear=occupied)
 
 
-def _check_resume_compatible(config: TrainingConfig, state: dict[str, Any]) -> None:
-    old = state.get("config", {})
+def _clear_output(output: Path) -> None:
+    for entry in output.iterdir():
+        if entry.name != ".lock":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _check_resume_compatible(config: TrainingConfig, state: dict[str, Any], path: Path) -> None:
+    """Refuses a checkpoint of another backend or of other RESUME_KEYS settings
+    (listed old -> new); logs a changed `max_steps`."""
+    written_under = state["backend"].get("backend") if isinstance(state["backend"], dict) else None
+    if written_under != backend.BACKEND:
+        raise RunError(
+            f"{path} was written under the {written_under!r} backend; this run uses "
+            f"{backend.BACKEND!r}. Resuming on another backend is refused: its random streams "
+            "(dropout masks, router jitter) differ, so the run would not continue exactly. "
+            f"Resume with `--backend {written_under}`."
+        )
+    old = state["config"] if isinstance(state["config"], dict) else {}
+    absent = "<absent>"
     changed = [
-        f"{key}: {old.get(key)!r} -> {getattr(config, key)!r}"
+        f"{key}: {old.get(key, absent)!r} -> {getattr(config, key)!r}"
         for key in RESUME_KEYS
-        if key in old and old[key] != getattr(config, key)
+        if old.get(key, absent) != getattr(config, key)
     ]
     if changed:
         raise RunError(
-            "The config changed since the checkpoint; refusing to resume: " + "; ".join(changed)
+            f"The config changed since the checkpoint {path}; refusing to resume (old -> new): "
+            + "; ".join(changed)
         )
-    if state.get("config", {}).get("max_steps") != config.max_steps:
-        logger.warning(
-            "max_steps changed from %s to %s on resume.", old.get("max_steps"), config.max_steps
+    if state["config_hash"] != config.fingerprint(RESUME_KEYS):
+        raise RunError(
+            f"{path / 'trainer_state.json'}: config_hash {state['config_hash']!r} is not the "
+            f"fingerprint of its own config ({config.fingerprint(RESUME_KEYS)!r}); refusing to "
+            "resume from an edited trainer state."
         )
+    if old.get("max_steps") != config.max_steps:
+        message = f"max_steps changed from {old.get('max_steps')} to {config.max_steps} on resume."
+        logger.warning(message)
 
 
 def train(
@@ -235,12 +254,15 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     verbose: bool = True,
+    resume_from: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Runs (or resumes) the training described by `config`.
 
     Writes into `config.output_dir`: `config.yaml` (the resolved config),
-    `log.csv` and `log.json` (one row per logged step: step, loss, ce_loss,
-    lb_loss, lr, seconds since the start of the run, resumed runs included),
+    `data_report.json` (per data file: rows, series, series kept, dropped as too
+    short or too incomplete, ±inf values), `log.csv` and `log.json` (one row per
+    logged step: step, loss, ce_loss, lb_loss, lr, seconds since the start of
+    the run, resumed runs included),
     `checkpoints/step-N/` every `save_steps` (atomic, see
     `chronos_moe.training.checkpoint`) and `final/` (Hugging Face layout, which
     `ChronosPipeline.from_pretrained` loads, plus `model.keras`). Every file is
@@ -249,12 +271,19 @@ def train(
     Args:
         config: TrainingConfig. The run.
         resume: bool. Continue from the newest complete checkpoint in
-            `output_dir` (model, optimizer, data position); the losses are those
-            an uninterrupted run would have logged. Defaults to `False`.
+            `output_dir` (model, optimizer, data position, RNG); the losses are
+            those an uninterrupted run would have logged. Newer checkpoints that
+            do not verify are skipped, each named with the failed check (a
+            warning, printed when `verbose`). A checkpoint written under another
+            backend, or with other `RESUME_KEYS` settings, is refused (`RunError`,
+            listing old -> new); a raised `max_steps` is logged. Defaults to `False`.
         overwrite: bool. Replace an output directory that holds another run.
             Defaults to `False` (refused with a `RunError`).
         verbose: bool. Print the backend and device, and a progress bar of the
             cross-entropy (and, for MoE, load-balancing) loss. Defaults to `True`.
+        resume_from: path-like. Resume from this checkpoint directory
+            (`.../checkpoints/step-N`) and no other: a corrupt or incomplete one
+            is a `RunError`, never a fall-back. Defaults to `None`.
 
     Returns:
         `TrainResult`: the output directory, the trained model, the logged rows
@@ -279,20 +308,26 @@ def train(
     ([1, 2], ['config.json', 'model.keras', 'model.safetensors'])
     """
     _check_backend(config)
-    # Data and model first: bad input fails before the output directory is touched.
-    dataset = build_dataset(config)
-    previous_policy = keras.mixed_precision.global_policy()
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICY)
-    try:
-        model = build_model(config)
-        output = Path(config.output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        with OutputLock(output):
-            resume_from = _prepare_output(config, resume, overwrite)
-            return _run(config, dataset, model, output, resume_from, verbose)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+    output = Path(config.output_dir)
+    # Order: the config is valid (TrainingConfig); take the lock (a second run on this
+    # directory exits here, before any data or model is loaded); check the directory
+    # and the checkpoint to resume (cheap: JSON and checksums); then read the data
+    # (bad data fails before the model is built); then build the model.
+    with OutputLock(output):
+        start = _prepare_output(
+            config, resume, overwrite, None if resume_from is None else Path(resume_from), verbose
+        )
+        dataset = build_dataset(config)
+        previous_policy = keras.mixed_precision.global_policy()
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICY)
+        try:
+            model = build_model(config)
+            if start.clear:
+                _clear_output(output)
+            return _run(config, dataset, model, output, start, verbose)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _run(
@@ -300,21 +335,32 @@ def _run(
     dataset: Any,
     model: ChronosT5 | ChronosMoE,
     output: Path,
-    resume_from: Path | None,
+    start: _Start,
     verbose: bool,
 ) -> TrainResult:
     """The body of `train` once the output directory is checked and locked."""
     optimizer = build_optimizer(config)
     model.compile(optimizer=optimizer, jit_compile=backend.BACKEND == "jax")
     start_step = 0
-    if resume_from is not None:
-        state = checkpoint.load_checkpoint(resume_from, model, optimizer)
-        _check_resume_compatible(config, state)
+    if start.checkpoint is not None:
+        resume_from = start.checkpoint
+        state = checkpoint.load_checkpoint(
+            resume_from, model, optimizer, checkpoint.TRAINER_STATE_PARTS
+        )
+        iterations = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        if iterations != state["optimizer_iterations"]:
+            raise checkpoint.CheckpointCorrupt(
+                f"{resume_from / 'optimizer.safetensors'}: the optimizer is at iteration "
+                f"{iterations}, the trainer state says {state['optimizer_iterations']} "
+                "(an optimizer state of another step?)"
+            )
         dataset.set_state(state["data"])
-        checkpoint.set_global_rng_state(state.get("rng", {}))
+        checkpoint.set_global_rng_state(state["rng"])
         start_step = state["step"]
         logger.info("Resumed from %s (step %d).", resume_from, start_step)
     write_text_atomically(output / "config.yaml", config.to_yaml())
+    # What each data file held and why series were dropped (per file and reason).
+    write_text_atomically(output / "data_report.json", json.dumps(dataset.report.to_dict()))
     info = backend.backend_info()
     if verbose:
         print(
@@ -359,9 +405,11 @@ def _run(
                 model,
                 optimizer,
                 {
+                    "optimizer_iterations": int(keras.ops.convert_to_numpy(optimizer.iterations)),
                     "data": dataset.get_state(),
                     "rng": checkpoint.global_rng_state(),
                     "config": config.to_dict(),
+                    "config_hash": config.fingerprint(RESUME_KEYS),
                     "backend": info,
                     "versions": _versions(),
                 },
