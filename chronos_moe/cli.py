@@ -42,9 +42,13 @@ def _load_config(path: Path, args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> int:
     config = _load_config(args.config, args)
-    from chronos_moe.training.run import train
+    from chronos_moe.training.run import TrainingStopped, train
 
-    result = train(config, resume=args.resume, overwrite=args.overwrite)
+    try:
+        result = train(config, resume=args.resume, overwrite=args.overwrite)
+    except TrainingStopped as stopped:  # SIGTERM: a clean stop, exit status 0
+        print(f"chronos-moe train: {stopped}", file=sys.stderr)
+        return 0
     print(f"Final model: {result.final_dir}")
     return 0
 
