@@ -254,10 +254,18 @@ def train(
     Writes into `config.output_dir`: `config.yaml` (the resolved config),
     `log.csv` and `log.json` (one row per logged step: step, loss, ce_loss,
     lb_loss, lr, seconds since the start of the run, resumed runs included),
-    `checkpoints/step-N/` every `save_steps` (atomic, see
-    `chronos_moe.training.checkpoint`) and `final/` (Hugging Face layout, which
-    `ChronosPipeline.from_pretrained` loads, plus `model.keras`). Every file is
-    written to a temporary name and renamed into place.
+    `steps.jsonl` (one line per step: losses, learning rate and the batch's
+    window identities, see `StepsLog`), `checkpoints/step-N/` every
+    `save_steps` (atomic, see `chronos_moe.training.checkpoint`) and `final/`
+    (Hugging Face layout, which `ChronosPipeline.from_pretrained` loads, plus
+    `model.keras`). Every file is written to a temporary name and renamed into
+    place.
+
+    A SIGTERM (in the main thread) lets the current step finish, commits a
+    checkpoint of it and raises `TrainingStopped`; a non-finite loss is handled
+    by `config.nan_policy` (`abort`: a `FloatingPointError` naming the step;
+    `skip`: the step's update is undone). A failed checkpoint write is a
+    `CheckpointSaveError` naming the step and the cause.
 
     Args:
         config: TrainingConfig. The run.
@@ -423,9 +431,10 @@ def _run(
                     number,
                     path,
                 )
-    final = output / "final"
-    checkpoints.save_chronos(model, final)
-    save_keras_atomically(model, final / "model.keras")
+        # (A SIGTERM from here on lets the export finish: the run is complete.)
+        final = output / "final"
+        checkpoints.save_chronos(model, final)
+        save_keras_atomically(model, final / "model.keras")
     return TrainResult(output, model, log, final)
 
 
