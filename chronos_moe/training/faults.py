@@ -35,6 +35,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import signal
 from typing import NamedTuple
 
@@ -85,12 +86,14 @@ def parse(spec: str) -> tuple[Fault, ...]:
             )
         first = last = None
         if len(parts) == 3:
-            low, _, high = parts[2].partition("-")
-            if not low.isdigit() or not (high or low).isdigit():
+            steps = re.fullmatch(r"(\d+)(?:-(\d+))?", parts[2])
+            if steps is None:
                 raise ValueError(
                     f"{ENV}: a step is an integer or a range 'a-b'. Received: {item!r}"
                 )
-            first, last = int(low), int(high or low)
+            first = last = int(steps.group(1))
+            if steps.group(2):
+                last = int(steps.group(2))
         faults.append(Fault(parts[0], parts[1], first, last))
     return tuple(faults)
 

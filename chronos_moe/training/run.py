@@ -407,12 +407,13 @@ def _run(
                 }
             )
             skips = 0 if finite else skips + 1
-            if not finite:
+            if finite:
+                window.append(row)  # (log.csv averages the steps that were applied)
+            else:
                 _handle_non_finite(config, row["loss"], number, skips, saved, before)
-            window.append(row)
             progress.update(number, [(key, row[key]) for key in shown])
             last = number == config.max_steps
-            if number % config.log_steps == 0 or last:
+            if window and (number % config.log_steps == 0 or last):
                 mean = {key: float(np.mean([r[key] for r in window])) for key in LOG_COLUMNS[1:5]}
                 log.append({"step": number, **mean, "seconds": time.perf_counter() - started})
                 _write_log(output, log)
