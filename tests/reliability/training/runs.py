@@ -48,7 +48,6 @@ class Runs:
         self.start = make_start_checkpoint(folder / "start")
         self.data = make_data(folder)[0]
         self.cache = folder / "jax-cache"
-        self.record = folder / "faults.txt"  # CHRONOS_MOE_FAULT_RECORD of every process
 
     def config(self, name: str, **overrides) -> Path:
         """Writes `<name>/config.yaml` for a run into `<name>/out`; returns its path."""
@@ -59,7 +58,7 @@ class Runs:
         path.write_text(config.to_yaml())
         return path
 
-    def environment(self, fault: str | None) -> dict[str, str]:
+    def environment(self, fault: str | None, record: str = "faults") -> dict[str, str]:
         environment = {
             **os.environ,
             "KERAS_BACKEND": BACKEND,
@@ -67,7 +66,7 @@ class Runs:
             "JAX_COMPILATION_CACHE_DIR": str(self.cache),
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-            faults.RECORD_ENV: str(self.record),
+            faults.RECORD_ENV: str(self.folder / f"{record}.txt"),
         }
         environment.pop(faults.ENV, None)
         if fault:
@@ -75,12 +74,13 @@ class Runs:
         return environment
 
     def start_process(
-        self, config: Path, resume: bool = False, fault: str | None = None
+        self, config: Path, resume: bool = False, fault: str | None = None, record: str = "faults"
     ) -> subprocess.Popen:
+        """Starts `chronos-moe train`; its faults are recorded in `<record>.txt`."""
         command = [sys.executable, "-m", "chronos_moe", "train", "--config", str(config)]
         return subprocess.Popen(
             command + (["--resume"] if resume else []),
-            env=self.environment(fault),
+            env=self.environment(fault, record),
             cwd=self.folder,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -95,11 +95,16 @@ class Runs:
         stdout, stderr = process.communicate(timeout=TIMEOUT)
         return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
-    def recorded(self) -> list[tuple[str, str, str]]:
-        """`(action, point, step)` of every fault fired in this session so far."""
-        if not self.record.is_file():
-            return []
-        return [tuple(line.split()) for line in self.record.read_text().splitlines()]
+    def recorded(self, record: str | None = None) -> list[tuple[str, str, str]]:
+        """`(action, point, step)` of the faults fired so far: those recorded in
+        `<record>.txt`, or (None) in every record of this session."""
+        paths = [self.folder / f"{record}.txt"] if record else sorted(self.folder.glob("*.txt"))
+        return [
+            tuple(line.split())
+            for path in paths
+            if path.is_file()
+            for line in path.read_text().splitlines()
+        ]
 
 
 def output_of(config: Path) -> Path:

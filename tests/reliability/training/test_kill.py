@@ -29,6 +29,7 @@ from chronos_moe.training.run import CHECKPOINTS, STEPS_LOG, read_steps
 from tests.reliability.training.runs import (
     MAX_STEPS,
     ROOT,
+    TIMEOUT,
     assert_every_checkpoint_verifies,
     assert_same_run,
     committed,
@@ -38,71 +39,92 @@ from tests.reliability.training.runs import (
 )
 
 # The crash at every save phase: (point, step, newest complete checkpoint after the
-# kill, whether a torn directory is left). Each resumes the previous one's output, so
-# the chain also interrupts a resumed run again, mid-run, several times over.
-CHAIN = (
-    ("save.mkdir", 4, 2, True),
-    ("save.model", 4, 2, True),
-    ("save.optimizer", 4, 2, True),
-    ("save.state", 4, 2, True),
-    ("save.manifest", 4, 2, True),
-    ("save.rename", 4, 2, True),
-    ("save.committed", 4, 4, False),
-    ("step.start", 5, 4, False),
-    ("step.end", 7, 6, False),
-    ("prune", 2, 8, True),  # saving step-8 removes step-2 (save_total_limit: 3)
-)
+# kill, whether a torn directory is left). Each link resumes the previous one's output,
+# so a chain also interrupts a resumed run again, several times over. The two chains
+# run side by side (two processes at a time), then each is resumed to its end.
+CHAINS = {
+    "chain-a": (
+        ("save.mkdir", 4, 2, True),
+        ("save.model", 4, 2, True),
+        ("save.optimizer", 4, 2, True),
+        ("save.state", 4, 2, True),
+        ("save.manifest", 4, 2, True),
+    ),
+    "chain-b": (
+        ("save.rename", 4, 2, True),
+        ("save.committed", 4, 4, False),
+        ("step.start", 5, 4, False),
+        ("step.end", 7, 6, False),
+        ("prune", 2, 8, True),  # saving step-8 removes step-2 (save_total_limit: 3)
+    ),
+}
 
 
 @pytest.fixture(scope="module")
-def chain(runs):
-    """Runs the chain; returns what each kill left and what each resume said."""
-    config = runs.config("chain")
-    output = output_of(config)
-    results = []
-    for index, (point, step, _, _) in enumerate(CHAIN):
-        done = runs.run(config, resume=index > 0, fault=f"kill:{point}:{step}")
-        results.append(
-            {
-                "returncode": done.returncode,
-                "stdout": done.stdout,
-                "stderr": done.stderr,
-                "recorded": runs.recorded()[-1] if runs.recorded() else None,
-                "committed": committed(output),
-                "newest": checkpoint.latest_checkpoint(output / CHECKPOINTS),
-                "torn": torn(output),
-            }
-        )
-        assert_every_checkpoint_verifies(output)
-    final = runs.run(config, resume=True)
-    return output, results, final
+def chains(runs, reference):
+    """Runs the chains; returns, per chain, its output directory, what each kill left
+    and what each following process said, and the final resume."""
+    configs = {name: runs.config(name) for name in CHAINS}
+    results = {name: [] for name in CHAINS}
+    finals = {}
+    for index in range(max(len(links) for links in CHAINS.values()) + 1):
+        started = {}
+        for name, links in CHAINS.items():
+            fault = f"kill:{links[index][0]}:{links[index][1]}" if index < len(links) else None
+            if index <= len(links):
+                started[name] = runs.start_process(configs[name], index > 0, fault, name)
+        for name, process in started.items():
+            stdout, stderr = process.communicate(timeout=TIMEOUT)
+            output = output_of(configs[name])
+            if index == len(CHAINS[name]):
+                finals[name] = {
+                    "returncode": process.returncode,
+                    "stdout": stdout,
+                    "stderr": stderr,
+                }
+                continue
+            results[name].append(
+                {
+                    "returncode": process.returncode,
+                    "stdout": stdout,
+                    "stderr": stderr,
+                    "recorded": runs.recorded(name)[-1:],
+                    "committed": committed(output),
+                    "newest": checkpoint.latest_checkpoint(output / CHECKPOINTS),
+                    "torn": torn(output),
+                }
+            )
+            assert_every_checkpoint_verifies(output)
+    return {name: (output_of(configs[name]), results[name], finals[name]) for name in CHAINS}
 
 
-def test_crash_at_every_save_phase_resumes_from_the_newest_complete_checkpoint(chain, reference):
-    output, results, final = chain
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_crash_at_every_save_phase_resumes_from_the_newest_complete_checkpoint(
+    chains, reference, name
+):
+    output, results, final = chains[name]
     for (point, step, newest, leaves_torn), result, after in zip(
-        CHAIN, results, [*results[1:], None], strict=True
+        CHAINS[name], results, [*results[1:], final], strict=True
     ):
         where = f"killed at {point} of step {step}"
         assert result["returncode"] == -signal.SIGKILL, (where, result["stderr"])
-        assert result["recorded"] == ("kill", point, str(step)), where
+        assert result["recorded"] == [("kill", point, str(step))], where
         # Never the torn one: the newest checkpoint whose manifest verifies.
         assert result["newest"] == output / CHECKPOINTS / f"step-{newest}", where
         assert max(result["committed"]) == newest, where
         assert bool(result["torn"]) == leaves_torn, (where, result["torn"])
         # The next process removes the torn directory at start, names it, and
         # resumes from the newest complete checkpoint.
-        following = after or {"stdout": final.stdout, "stderr": final.stderr}
         for path in result["torn"]:
-            assert f"Removing {path}" in following["stderr"], where
+            assert f"Removing {path}" in after["stderr"], where
             assert not path.exists(), where
-        assert f"resuming at step {newest}" in following["stdout"], where
-    assert final.returncode == 0, final.stderr
+        assert f"resuming at step {newest}" in after["stdout"], where
+    assert final["returncode"] == 0, final["stderr"]
     assert not torn(output)
     assert_same_run(output, reference[0])
 
 
-def test_every_fault_point_is_exercised(chain, runs):
+def test_every_fault_point_is_exercised(chains, runs):
     """The registry is what the code calls, and the chain kills at each point."""
     called = set()
     for path in (ROOT / "chronos_moe").rglob("*.py"):
@@ -116,21 +138,21 @@ def test_every_fault_point_is_exercised(chain, runs):
             ):
                 called.add(node.args[0].value)
     assert called == set(faults.POINTS)
-    assert {point for point, _, _, _ in CHAIN} == set(faults.POINTS)
+    assert {link[0] for links in CHAINS.values() for link in links} == set(faults.POINTS)
     killed = {point for action, point, _ in runs.recorded() if action == "kill"}
     assert killed >= set(faults.POINTS), sorted(set(faults.POINTS) - killed)
 
 
-def test_double_resume_mid_epoch(chain, reference):
+def test_double_resume_mid_epoch(chains, reference):
     """The end of the chain: interrupted after step 7 (between checkpoints, inside a
     pass over the data), resumed from step 6, interrupted again a step later (while
     pruning, after step-8 was committed), resumed from step 8: the same batches and
     losses as the uninterrupted run."""
-    output, results, final = chain
-    assert results[8]["recorded"] == ("kill", "step.end", "7")
-    assert "resuming at step 6" in results[9]["stdout"]
-    assert results[9]["recorded"] == ("kill", "prune", "2")
-    assert "resuming at step 8" in final.stdout
+    output, results, final = chains["chain-b"]
+    assert results[3]["recorded"] == [("kill", "step.end", "7")]
+    assert "resuming at step 6" in results[4]["stdout"]
+    assert results[4]["recorded"] == [("kill", "prune", "2")]
+    assert "resuming at step 8" in final["stdout"]
     # Step 7 is inside a pass: the windows of steps 6 to 8 come from one pass over
     # some series and a later pass over others (12 series, 4 windows a step).
     steps = read_steps(output / STEPS_LOG)

@@ -43,7 +43,7 @@ def test_sigterm_commits_the_last_finished_step_and_exits_cleanly(runs, referenc
     fault = "sigterm:step.end:11,sigterm:save.model:11"
     second = runs.run(config, resume=True, fault=fault)
     assert second.returncode == 0, second.stderr
-    assert runs.recorded()[-2:] == [
+    assert runs.recorded("faults")[-2:] == [
         ("sigterm", "step.end", "11"),
         ("sigterm", "save.model", "11"),
     ]
