@@ -48,11 +48,15 @@ def _train(args: argparse.Namespace) -> int:
 
     # The lock before Keras is imported: a second run on this directory exits at once.
     with OutputLock(config.output_dir):
-        from chronos_moe.training.run import train
+        from chronos_moe.training.run import TrainingStopped, train
 
-        result = train(
-            config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from
-        )
+        try:
+            result = train(
+                config, resume=args.resume, overwrite=args.overwrite, resume_from=args.resume_from
+            )
+        except TrainingStopped as stopped:  # SIGTERM: a clean stop, exit status 0
+            print(f"chronos-moe train: {stopped}", file=sys.stderr)
+            return 0
     print(f"Final model: {result.final_dir}")
     return 0
 

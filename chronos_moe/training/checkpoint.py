@@ -36,6 +36,7 @@ import numpy as np
 import safetensors.numpy
 
 from chronos_moe.checkpoints import read_safetensors
+from chronos_moe.training import faults
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +168,24 @@ def _fsync_directory(path: Path) -> None:
         os.close(descriptor)
 
 
+class CheckpointSaveError(OSError):
+    """A checkpoint that could not be written (a full disk, an I/O error): nothing
+    of it was committed, and the message names the step and the cause."""
+
+
+class NonFiniteCheckpoint(FloatingPointError):
+    """A checkpoint refused because a model or optimizer variable holds NaN or ±inf."""
+
+
+def _check_finite(arrays: dict[str, np.ndarray], what: str, step: int) -> None:
+    for key, value in arrays.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise NonFiniteCheckpoint(
+                f"Refusing to save checkpoint step-{step}: {what} variable {key} holds "
+                f"{int((~np.isfinite(value)).sum())} non-finite value(s)."
+            )
+
+
 def save_checkpoint(
     output_dir: str | os.PathLike,
     step: int,
@@ -174,21 +193,33 @@ def save_checkpoint(
     optimizer: keras.optimizers.Optimizer,
     trainer_state: dict[str, Any],
 ) -> Path:
-    """Writes `output_dir/step-<step>/` atomically and returns its path."""
+    """Writes `output_dir/step-<step>/` atomically and returns its path.
+
+    A variable holding NaN or ±inf is refused (`NonFiniteCheckpoint`) before
+    anything is written. An `OSError` while writing (a full disk, an I/O error)
+    removes the temporary directory and is raised as a `CheckpointSaveError`
+    naming the step and the cause; the checkpoints already committed are not
+    touched. The test-only fault points of `chronos_moe.training.faults` sit
+    between the writes.
+    """
     output_dir = Path(output_dir)
     final = output_dir / f"step-{step}"
     temporary = output_dir / f"step-{step}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
-    temporary.mkdir(parents=True)
+    model_arrays = _variables_to_arrays(model.variables)
+    optimizer_arrays = _variables_to_arrays(optimizer.variables)
+    _check_finite(model_arrays, "model", step)
+    _check_finite(optimizer_arrays, "optimizer", step)
     try:
-        safetensors.numpy.save_file(
-            _variables_to_arrays(model.variables), str(temporary / "model.safetensors")
-        )
-        safetensors.numpy.save_file(
-            _variables_to_arrays(optimizer.variables), str(temporary / "optimizer.safetensors")
-        )
+        temporary.mkdir(parents=True)
+        faults.at("save.mkdir", step)
+        safetensors.numpy.save_file(model_arrays, str(temporary / "model.safetensors"))
+        faults.at("save.model", step)
+        safetensors.numpy.save_file(optimizer_arrays, str(temporary / "optimizer.safetensors"))
+        faults.at("save.optimizer", step)
         (temporary / "trainer_state.json").write_text(
             json.dumps({**trainer_state, "step": step}, indent=1, sort_keys=True)
         )
+        faults.at("save.state", step)
         manifest = {}
         for name in FILES:
             _fsync_file(temporary / name)
@@ -199,14 +230,38 @@ def save_checkpoint(
         (temporary / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         _fsync_file(temporary / MANIFEST)
         _fsync_directory(temporary)
-        if final.exists():  # an older save of the same step (a re-run): replace it whole
-            shutil.rmtree(final)
+        faults.at("save.manifest", step)
+        if final.exists():  # an older save of the same step (a re-run): set it aside whole
+            _remove_aside(final)
+        faults.at("save.rename", step)
         os.rename(temporary, final)
         _fsync_directory(output_dir)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        committed = [s for s, _ in list_checkpoints(output_dir) if s != step]
+        failure = CheckpointSaveError(
+            f"Saving checkpoint step-{step} failed: {error.strerror or error}"
+            + (f" ({error.filename})" if error.filename else "")
+            + ". Nothing of it was committed; the newest checkpoint is "
+            + (f"step-{committed[-1]}." if committed else "none yet.")
+        )
+        failure.errno = error.errno
+        raise failure from error
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    faults.at("save.committed", step)
     return final
+
+
+def _remove_aside(path: Path) -> None:
+    """Renames `path` to a temporary name first, so that an interrupted deletion
+    leaves a directory `remove_torn` deletes, never a half-deleted `step-N/`."""
+    aside = path.with_name(f"{path.name}{TEMP_MARKER}old-{uuid.uuid4().hex[:8]}")
+    os.rename(path, aside)
+    match = STEP_PATTERN.match(path.name)
+    faults.at("prune", int(match.group(1)) if match else None)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def verify_checkpoint(path: str | os.PathLike, required_state: Any = ()) -> dict[str, Any]:
@@ -296,7 +351,7 @@ def remove_torn(output_dir: str | os.PathLike) -> list[Path]:
     output_dir = Path(output_dir)
     torn = [entry for entry in output_dir.glob(f"step-*{TEMP_MARKER}*") if entry.is_dir()]
     for entry in torn:
-        logger.warning("Removing the incomplete checkpoint %s (an interrupted save).", entry)
+        logger.warning("Removing %s, left by an interrupted checkpoint save or deletion.", entry)
         shutil.rmtree(entry, ignore_errors=True)
     return torn
 
@@ -389,7 +444,8 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> None:
-    """Deletes the oldest committed checkpoints so that `keep` remain."""
+    """Deletes the oldest committed checkpoints so that `keep` remain, oldest
+    first; each is renamed aside before it is deleted (see `remove_torn`)."""
     existing = list_checkpoints(output_dir)
     for _, path in existing[: max(len(existing) - keep, 0)]:
-        shutil.rmtree(path, ignore_errors=True)
+        _remove_aside(path)

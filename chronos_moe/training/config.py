@@ -96,6 +96,9 @@ class TrainingConfig:
     output_dir: str = "./output/"
     save_total_limit: int | None = None
     backend: Literal["torch", "jax"] | None = None
+    # Non-finite losses.
+    nan_policy: Literal["abort", "skip"] = "abort"
+    max_consecutive_nan_skips: int = 5
 
     def __post_init__(self) -> None:
         for name, annotation in typing.get_type_hints(type(self)).items():
@@ -170,6 +173,8 @@ class TrainingConfig:
                 f"({sorted(T5_PRESETS)}) or 'google/t5-efficient-<size>'. "
                 f"Received: model_id={self.model_id!r}"
             )
+        if self.max_consecutive_nan_skips < 1:
+            _fail("max_consecutive_nan_skips", self.max_consecutive_nan_skips, "an integer >= 1")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             _fail("save_total_limit", self.save_total_limit, "an integer >= 1 or null")
         try:  # the tokenizer and forecasting block, checked now rather than when the model is built

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["config", "schedules", "checkpoint", "compare", "run"]
+MODULES = ["config", "schedules", "checkpoint", "compare", "run", "faults"]
 
 
 @pytest.mark.parametrize("name", MODULES)
