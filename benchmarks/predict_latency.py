@@ -41,6 +41,8 @@ Usage (from the repository root):
     KERAS_BACKEND=torch python benchmarks/predict_latency.py             # 32, 1 and 256 series
     KERAS_BACKEND=torch python benchmarks/predict_latency.py --quick     # smoke run (~1 min)
     KERAS_BACKEND=torch python benchmarks/predict_latency.py --no-large  # without 256 series
+    # chronos-moe also with ChronosPipeline(compute_dtype="bfloat16")
+    KERAS_BACKEND=torch python benchmarks/predict_latency.py --compute-dtypes float32,bfloat16
     # on a machine shared with other jobs: one thread each, compare CPU times
     KERAS_BACKEND=torch python benchmarks/predict_latency.py --threads 1
 
