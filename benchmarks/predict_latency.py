@@ -41,6 +41,8 @@ Usage (from the repository root):
     KERAS_BACKEND=torch python benchmarks/predict_latency.py             # 32, 1 and 256 series
     KERAS_BACKEND=torch python benchmarks/predict_latency.py --quick     # smoke run (~1 min)
     KERAS_BACKEND=torch python benchmarks/predict_latency.py --no-large  # without 256 series
+    # chronos-moe also with ChronosPipeline(compute_dtype="bfloat16")
+    KERAS_BACKEND=torch python benchmarks/predict_latency.py --compute-dtypes float32,bfloat16
     # on a machine shared with other jobs: one thread each, compare CPU times
     KERAS_BACKEND=torch python benchmarks/predict_latency.py --threads 1
 
@@ -241,7 +243,8 @@ def measure(args: argparse.Namespace) -> dict:
         sys.path.insert(0, str(ROOT))
         from chronos_moe.pipeline import ChronosPipeline
 
-        pipeline = ChronosPipeline.from_pretrained(args.checkpoint)
+        compute_dtype = None if args.compute_dtype == "float32" else args.compute_dtype
+        pipeline = ChronosPipeline.from_pretrained(args.checkpoint, compute_dtype=compute_dtype)
 
         def predict(seed: int):
             return pipeline.predict(
@@ -290,6 +293,7 @@ def measure(args: argparse.Namespace) -> dict:
     return {
         "implementation": "reference" if args.only == "ref" else "chronos-moe",
         "backend": args.backend,
+        "compute_dtype": "float32" if args.only == "ref" else args.compute_dtype,
         "scenario": args.scenario,
         "n_series": n_series,
         "context_length": context_length,
@@ -418,7 +422,9 @@ def wait_until_quiet(max_wait: float, threshold: float) -> float | None:
         log(f"machine busy (other processes use {load:.2f} cores); waiting")
 
 
-def run_child(args, only: str, backend: str, scenario: str, checkpoint: Path) -> dict:
+def run_child(
+    args, only: str, backend: str, scenario: str, checkpoint: Path, dtype: str = "float32"
+) -> dict:
     if args.max_wait > 0:
         wait_until_quiet(args.max_wait, args.quiet_threshold)
     with tempfile.TemporaryDirectory() as tmp:
@@ -429,6 +435,7 @@ def run_child(args, only: str, backend: str, scenario: str, checkpoint: Path) ->
             "--only", only,
             "--backend", backend,
             "--scenario", scenario,
+            "--compute-dtype", dtype,
             "--checkpoint", str(checkpoint),
             "--repeats", str(args.repeats),
             "--warmup", str(args.warmup),
@@ -464,10 +471,10 @@ def ratio(value: float | None) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| implementation | backend | scenario | first call (s) | steady (s) "
+        "| implementation | backend | dtype | scenario | first call (s) | steady (s) "
         "| speed-up vs reference | peak RSS (MB) | steady CPU (s) | speed-up (CPU) "
         "| other load (cores) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         speedup = r.get("speedup_steady")
@@ -475,7 +482,8 @@ def markdown_table(rows: list[dict]) -> str:
         if r.get("series_per_call", r["n_series"]) < r["n_series"]:
             label += f", {r['series_per_call']} series per call"
         lines.append(
-            f"| {r['implementation']} | {r['backend']} | {label} "
+            f"| {r['implementation']} | {r['backend']} | {r.get('compute_dtype', 'float32')} "
+            f"| {label} "
             f"| {r['first_call_s']:.2f} | {r['steady_median_s']:.2f} "
             f"| {ratio(speedup)} | {r['peak_rss_mb']:.0f} | {r['steady_cpu_median_s']:.2f} "
             f"| {ratio(r.get('speedup_steady_cpu'))} "
@@ -506,10 +514,13 @@ def orchestrate(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="chronos-t5-tiny-random-") as tmp:
         checkpoint = Path(args.checkpoint) if args.checkpoint else build_checkpoint(Path(tmp))
         log(f"checkpoint: {checkpoint}")
-        runs = ([] if args.skip_reference else [("ref", "torch")]) + [("ours", b) for b in backends]
+        dtypes = [d.strip() for d in args.compute_dtypes.split(",") if d.strip()]
+        runs = ([] if args.skip_reference else [("ref", "torch", "float32")]) + [
+            ("ours", b, d) for b in backends for d in dtypes
+        ]
         rows = [
-            run_child(args, only, backend, scenario, checkpoint)
-            for only, backend in runs
+            run_child(args, only, backend, scenario, checkpoint, dtype)
+            for only, backend, dtype in runs
             for scenario in scenarios
         ]
     add_speedups(rows)
@@ -627,6 +638,16 @@ def main(argv: list[str] | None = None) -> None:
         "--backend", choices=["torch", "jax"], default="torch", help=argparse.SUPPRESS
     )
     parser.add_argument("--scenario", choices=list(SCENARIOS), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--compute-dtype", choices=["float32", "bfloat16"], default="float32",
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
+    parser.add_argument(
+        "--compute-dtypes",
+        default="float32",
+        help="chronos-moe compute dtypes to measure, comma-separated: float32,bfloat16 "
+        "(ChronosPipeline's compute_dtype; default: float32)",
+    )
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 

@@ -13,7 +13,10 @@ Run it on an otherwise idle machine (the figures are wall-clock times):
 Steps (RESULTS.md section → command):
 
 * `forecast`: "Forecast latency" —
-  `predict_latency.py --repeats 2 --max-wait 120` (reference, torch and JAX);
+  `predict_latency.py --repeats 2 --max-wait 120 --compute-dtypes float32,bfloat16`
+  (reference, torch and JAX, chronos-moe in float32 and bfloat16);
+* `bf16`: "bfloat16 forecasting: accuracy against float32" —
+  `bf16_accuracy.py` on torch and on JAX;
 * `train`: "Training throughput" — `train_throughput.py` (every case);
 * `moe`: "MoE training step" — `moe_train_step.py` on torch
   (`--models dense,E4k2,E32k2 --warmup 2 --repeats 5`) and on JAX
@@ -35,7 +38,14 @@ BENCHMARKS = ROOT / "benchmarks"
 
 # name -> list of (KERAS_BACKEND, script, arguments), exactly as RESULTS.md documents them.
 STEPS: dict[str, list[tuple[str, str, list[str]]]] = {
-    "forecast": [("torch", "predict_latency.py", ["--repeats", "2", "--max-wait", "120"])],
+    "forecast": [
+        (
+            "torch",
+            "predict_latency.py",
+            ["--repeats", "2", "--max-wait", "120", "--compute-dtypes", "float32,bfloat16"],
+        )
+    ],
+    "bf16": [("torch", "bf16_accuracy.py", []), ("jax", "bf16_accuracy.py", [])],
     "train": [("torch", "train_throughput.py", [])],
     "moe": [
         (
@@ -63,6 +73,7 @@ QUICK_ARGUMENTS: dict[str, list[str]] = {
     "train_throughput.py": ["--quick"],
     "moe_train_step.py": ["--quick"],
     "data_throughput.py": ["--quick"],
+    "bf16_accuracy.py": [],  # one fixed size, about a minute
 }
 
 

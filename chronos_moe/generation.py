@@ -12,6 +12,7 @@ from typing import Any
 from keras import ops
 
 from chronos_moe import backend
+from chronos_moe.layers.t5 import direct_layer_calls
 
 
 def filter_logits(logits, temperature, top_k: int, top_p, use_top_p: bool, banned_token: int):
@@ -121,7 +122,38 @@ def generate_tokens(
 
     Returns:
         int32 token ids `(batch, num_samples, prediction_length)`.
+
+    The layers are called directly (`direct_layer_calls`), without Keras'
+    per-call bookkeeping, unless the model uses a mixed dtype policy.
     """
+    with direct_layer_calls(model):
+        return _generate_tokens(
+            model,
+            input_ids,
+            attention_mask,
+            seed,
+            temperature,
+            top_p,
+            prediction_length=prediction_length,
+            num_samples=num_samples,
+            top_k=top_k,
+            use_top_p=use_top_p,
+        )
+
+
+def _generate_tokens(
+    model,
+    input_ids,
+    attention_mask,
+    seed,
+    temperature,
+    top_p,
+    *,
+    prediction_length,
+    num_samples,
+    top_k,
+    use_top_p,
+):
     batch = ops.shape(input_ids)[0]
     rows = batch * num_samples
     encoder_states = model.encode(input_ids, attention_mask)

@@ -19,6 +19,7 @@ from chronos_moe.layers.t5 import (
     T5LayerNorm,
     T5RelativePositionBias,
     cast_bias,
+    invoke,
     normal_initializer,
     register,
 )
@@ -259,13 +260,14 @@ class ChronosT5(keras.Model):
         """Encoder states `(batch, enc_len, d_model)` of the token ids."""
         length = ops.shape(input_ids)[1]
         positions = ops.arange(length, dtype="int32")
-        bias = self.encoder_position_bias(positions, positions) + padding_bias(attention_mask)
+        bias = invoke(self.encoder_position_bias, positions, positions)
+        bias = bias + padding_bias(attention_mask)
         bias = cast_bias(bias, self.compute_dtype)  # once, not in every block
-        hidden = self.dropout(self.shared(input_ids), training=training)
+        hidden = invoke(self.dropout, invoke(self.shared, input_ids), training=training)
         for block in self.encoder_blocks:
-            hidden, _ = block(hidden, self_attention_bias=bias, training=training)
-        hidden = self.encoder_final_norm(hidden)
-        return self.dropout(hidden, training=training)
+            hidden, _ = invoke(block, hidden, self_attention_bias=bias, training=training)
+        hidden = invoke(self.encoder_final_norm, hidden)
+        return invoke(self.dropout, hidden, training=training)
 
     # ---- decoder ---------------------------------------------------------------
 
@@ -275,20 +277,21 @@ class ChronosT5(keras.Model):
         length = ops.shape(decoder_input_ids)[1]
         positions = ops.arange(length, dtype="int32")
         causal = ops.where(positions[None, :] > positions[:, None], MASK_BIAS, 0.0)
-        self_bias = self.decoder_position_bias(positions, positions) + causal[None, None]
+        self_bias = invoke(self.decoder_position_bias, positions, positions) + causal[None, None]
         self_bias = cast_bias(self_bias, self.compute_dtype)  # once, not in every block
         cross_bias = cast_bias(padding_bias(attention_mask), self.compute_dtype)
-        hidden = self.dropout(self.shared(decoder_input_ids), training=training)
+        hidden = invoke(self.dropout, invoke(self.shared, decoder_input_ids), training=training)
         for block in self.decoder_blocks:
-            hidden, _, _ = block(
+            hidden, _, _ = invoke(
+                block,
                 hidden,
                 self_attention_bias=self_bias,
                 encoder_states=encoder_states,
                 cross_attention_bias=cross_bias,
                 training=training,
             )
-        hidden = self.decoder_final_norm(hidden)
-        return self.dropout(hidden, training=training)
+        hidden = invoke(self.decoder_final_norm, hidden)
+        return invoke(self.dropout, hidden, training=training)
 
     def init_cache(self, encoder_states, batch_size: int, max_length: int):
         """The decoding cache.
@@ -336,14 +339,15 @@ class ChronosT5(keras.Model):
         keys = ops.arange(max_length if index is None else attended_length, dtype="int32")
         query = ops.reshape(ops.cast(cache_index, "int32"), (1,))
         future = ops.where(keys[None, :] > query[:, None], MASK_BIAS, 0.0)  # (1, k_len)
-        self_bias = self.decoder_position_bias(query, keys) + future[None, None]
+        self_bias = invoke(self.decoder_position_bias, query, keys) + future[None, None]
         cross_bias = padding_bias(attention_mask)
-        hidden = self.shared(token_ids)
+        hidden = invoke(self.shared, token_ids)
         new_cache = []
         for block, layer_cache, layer_cross in zip(
             self.decoder_blocks, self_cache, cross_cache, strict=True
         ):
-            hidden, layer_cache, _ = block(
+            hidden, layer_cache, _ = invoke(
+                block,
                 hidden,
                 self_attention_bias=self_bias,
                 cross_attention_bias=cross_bias,
@@ -353,14 +357,14 @@ class ChronosT5(keras.Model):
                 attended_length=attended_length,
             )
             new_cache.append(layer_cache)
-        return self.decoder_final_norm(hidden), tuple(new_cache)
+        return invoke(self.decoder_final_norm, hidden), tuple(new_cache)
 
     # ---- head ------------------------------------------------------------------
 
     def compute_logits(self, hidden_states):
         """Token logits `(..., vocab_size)` from decoder hidden states."""
         if self.lm_head is not None:
-            return self.lm_head(hidden_states)
+            return invoke(self.lm_head, hidden_states)
         # Tied embeddings: T5 rescales by d_model^-0.5 before the shared matrix.
         scaled = hidden_states * (self.d_model**-0.5)
         return backend.matmul(scaled, ops.transpose(self.shared.embeddings))

@@ -1,0 +1,113 @@
+"""Inference fast paths give the plain paths' results: direct layer calls
+(`direct_layer_calls` / `invoke`), the torch layer norm and matmul shortcuts,
+and their fallbacks (mixed precision, unbuilt layers, non-float inputs)."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from chronos_moe import backend
+from chronos_moe.generation import generate_tokens
+from chronos_moe.layers.t5 import T5LayerNorm, direct_layer_calls, invoke
+from chronos_moe.models.chronos_t5 import ChronosT5
+
+
+def small_model(**overrides):
+    keras.utils.set_random_seed(0)
+    return ChronosT5.from_preset(
+        "tiny",
+        vocab_size=64,
+        num_layers=2,
+        tie_word_embeddings=False,
+        chronos_config={"n_tokens": 64, "context_length": 16, "prediction_length": 5},
+        **overrides,
+    )
+
+
+def inputs(batch=2, length=12, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(2, 64, (batch, length)).astype("int32")
+    mask = np.ones((batch, length), bool)
+    mask[0, :3] = False  # a padded series
+    return ops.convert_to_tensor(ids), ops.convert_to_tensor(mask)
+
+
+def decode_all(model, steps=5, rows=6):
+    ids, mask = inputs()
+    states = model.encode(ids, mask)
+    self_cache, cross_cache = model.init_cache(states, rows, steps)
+    tokens = ops.convert_to_tensor(np.arange(rows, dtype="int32")[:, None] + 2)
+    outputs = []
+    for index in range(steps):
+        hidden, self_cache = model.decode_step(tokens, index, self_cache, cross_cache, mask)
+        outputs.append(ops.convert_to_numpy(ops.cast(model.compute_logits(hidden), "float32")))
+    return np.stack(outputs)
+
+
+def test_direct_layer_calls_give_the_plain_calls_results():
+    model = small_model()
+    plain = decode_all(model)
+    with direct_layer_calls(model) as direct:
+        fast = decode_all(model)
+    assert direct
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-6)
+
+
+def test_direct_layer_calls_fall_back_under_a_mixed_policy():
+    model = small_model(dtype="mixed_bfloat16")
+    plain = decode_all(model)
+    with direct_layer_calls(model) as direct:
+        fallback = decode_all(model)
+    assert not direct  # variables must be autocast by Layer.__call__
+    np.testing.assert_array_equal(fallback, plain)
+
+
+def test_invoke_builds_an_unbuilt_layer_through_call():
+    norm = T5LayerNorm()
+    with direct_layer_calls(norm):
+        out = invoke(norm, ops.ones((2, 3)))
+    assert norm.built and tuple(out.shape) == (2, 3)
+
+
+def test_generate_tokens_greedy_matches_a_full_pass_argmax():
+    """Greedy decoding (direct calls inside) equals the arg-max of the plain,
+    uncached full-sequence pass fed its own tokens."""
+    model = small_model()
+    ids, mask = inputs()
+    tokens = ops.convert_to_numpy(
+        generate_tokens(model, ids, mask, 0, 1.0, 1.0,
+                        prediction_length=5, num_samples=1, top_k=1, use_top_p=False)
+    )[:, 0]  # fmt: skip
+    decoder_inputs = np.concatenate([np.zeros((2, 1), "int32"), tokens[:, :-1]], axis=1)
+    logits = ops.convert_to_numpy(
+        model({"input_ids": ids, "attention_mask": mask, "decoder_input_ids": decoder_inputs})
+    )
+    logits[..., model.eos_token_id] = -np.inf
+    np.testing.assert_array_equal(tokens, logits.argmax(-1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_rms_norm_matches_the_t5_formula(dtype):
+    rng = np.random.default_rng(1)
+    x = ops.cast(ops.convert_to_tensor(rng.normal(size=(3, 4, 16)).astype("float32") * 5), dtype)
+    scale = ops.cast(ops.convert_to_tensor(rng.normal(size=(16,)).astype("float32")), dtype)
+    out = ops.convert_to_numpy(ops.cast(backend.rms_norm(x, scale, 1e-6, dtype), "float32"))
+    x32 = ops.convert_to_numpy(ops.cast(x, "float32"))
+    normed = x32 / np.sqrt(np.mean(x32**2, axis=-1, keepdims=True) + 1e-6)
+    normed = ops.convert_to_numpy(ops.cast(ops.cast(normed, dtype), "float32"))
+    expected = normed * ops.convert_to_numpy(ops.cast(scale, "float32"))
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_matmul_shortcut_and_fallbacks_agree_with_keras_ops():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(2, 3, 8)).astype("float32")
+    kernel = keras.Variable(rng.normal(size=(8, 5)).astype("float32"))
+    expected = a @ ops.convert_to_numpy(kernel)
+    out = backend.matmul(ops.convert_to_tensor(a), kernel)  # variable operand
+    np.testing.assert_allclose(ops.convert_to_numpy(out), expected, rtol=1e-5, atol=1e-5)
+    # int operands and numpy inputs go through keras.ops.matmul
+    ints = backend.matmul(np.ones((2, 3), "int32"), np.ones((3, 4), "int32"))
+    np.testing.assert_array_equal(ops.convert_to_numpy(ints), np.full((2, 4), 3))
