@@ -116,7 +116,6 @@ def test_generate_data_bad_input(tmp_path, capsys):
 # ---- train -----------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # two train-step compilations on JAX
 def test_train_writes_the_run_and_refuses_to_overwrite_it(start, tmp_path, capsys):
     data = tmp_path / "train.arrow"
     run_cli(capsys, "generate-data", "--num-series", 8, "--length", 60, "--output", data)
@@ -201,7 +200,6 @@ def test_a_backend_other_than_the_running_one_is_refused(start, tmp_path, capsys
 # ---- compare ---------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # its fixture trains and evaluates two models
 def test_compare_quick_writes_the_report(comparison):
     report = (comparison / "report.md").read_text()
     for section in ("## Training", "## Forecast accuracy", "## Expert utilisation"):

@@ -152,6 +152,16 @@ class ExpertShareMonitor(keras.callbacks.Callback):
         self.prefix = prefix
 
     def on_epoch_end(self, epoch, logs=None):
+        self.check(logs, f"epoch {epoch + 1}")
+
+    def check(self, logs: dict | None, period: str) -> None:
+        """Warns if the `expert_i` shares in `logs` exceed `max_share`.
+
+        Args:
+            logs: dict. Logged values; the `<prefix>expert_i` entries are read.
+            period: str. What the shares cover, for the message (`"epoch 3"`,
+                `"steps 11-20"`).
+        """
         prefix = f"{self.prefix}expert_"
         shares = {
             int(key[len(prefix) :]): float(value)
@@ -165,7 +175,7 @@ class ExpertShareMonitor(keras.callbacks.Callback):
         share = top_k * shares[expert]
         if share > self.max_share:
             warnings.warn(
-                f"Expert {expert} received {share:.1%} of the series in epoch {epoch + 1} "
+                f"Expert {expert} received {share:.1%} of the series in {period} "
                 f"(more than {self.max_share:.1%}): the router is collapsing.",
                 ExpertCollapseWarning,
                 stacklevel=2,

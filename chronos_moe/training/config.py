@@ -92,6 +92,7 @@ class TrainingConfig:
     expert_hidden_dim: int | None = None
     router_jitter_noise: float = 0.0
     freeze_base: bool = False
+    max_expert_share: float = 0.9
     # Run.
     output_dir: str = "./output/"
     save_total_limit: int | None = None
@@ -173,6 +174,8 @@ class TrainingConfig:
                 f"({sorted(T5_PRESETS)}) or 'google/t5-efficient-<size>'. "
                 f"Received: model_id={self.model_id!r}"
             )
+        if not (math.isfinite(self.max_expert_share) and 0 < self.max_expert_share <= 1):
+            _fail("max_expert_share", self.max_expert_share, "a number in (0, 1]")
         if self.max_consecutive_nan_skips < 1:
             _fail("max_consecutive_nan_skips", self.max_consecutive_nan_skips, "an integer >= 1")
         if self.save_total_limit is not None and self.save_total_limit < 1:

@@ -27,6 +27,7 @@ from chronos_moe import backend, checkpoints
 from chronos_moe.checkpoints import write_atomically
 from chronos_moe.config import ChronosConfig
 from chronos_moe.models.chronos_t5 import ChronosT5
+from chronos_moe.moe.balancing import ExpertShareMonitor
 from chronos_moe.moe.model import ChronosMoE, build_moe_chronos
 from chronos_moe.tokenizer import MeanScaleUniformBins
 from chronos_moe.training import checkpoint, faults
@@ -402,6 +403,10 @@ def _run(
     if guard and not optimizer.built:  # its variables exist before the first snapshot
         optimizer.build(model.trainable_variables)
     saved = start_step  # the newest committed checkpoint
+    # Routing shares over each logging window; a warning when one expert takes too much.
+    collapse = ExpertShareMonitor(config.max_expert_share) if config.use_moe else None
+    if collapse is not None:
+        collapse.set_model(model)
 
     def save(step: int) -> None:
         steps_log.sync()  # the log holds every step a checkpoint holds
@@ -441,6 +446,7 @@ def _run(
                 "ce_loss": float(logs.get("ce_loss", logs["loss"])),
                 "lb_loss": float(logs.get("lb_loss", float("nan"))),
                 "lr": learning_rate,
+                **{key: float(value) for key, value in logs.items() if key.startswith("expert_")},
             }
             finite = bool(np.isfinite(row["loss"])) and (not guard or _all_finite(model))
             steps_log.append(
@@ -463,6 +469,9 @@ def _run(
             if window and (number % config.log_steps == 0 or last):
                 mean = {key: float(np.mean([r[key] for r in window])) for key in LOG_COLUMNS[1:5]}
                 log.append({"step": number, **mean, "seconds": time.perf_counter() - started})
+                if collapse is not None:
+                    shares = {key: np.mean([r.get(key, 0.0) for r in window]) for key in window[0]}
+                    collapse.check(shares, f"steps {window[0]['step']}-{number}")
                 _write_log(output, log)
                 window = []
             if number % config.save_steps == 0 or last:

@@ -87,7 +87,6 @@ def test_a_dense_run_logs_no_balance_loss(dense_run):
     assert all(row["ce_loss"] == row["loss"] for row in dense_run.log)
 
 
-@pytest.mark.slow  # two MoE train-step compilations on JAX
 def test_stop_and_resume_equals_an_uninterrupted_run(moe_run, config, monkeypatch):
     # `moe_run` again, logged every 2 steps (log rows average the steps since the
     # last row); it dies in step 5, after its step-4 checkpoint, leaving a torn save.
@@ -158,7 +157,6 @@ def test_a_moe_checkpoint_cannot_start_moe_training(moe_run, config):
         train(config("again", model_id=str(moe_run.final_dir), use_moe=True), verbose=False)
 
 
-@pytest.mark.slow  # a mixed-precision train-step compilation on JAX
 def test_mixed_precision_trains_and_restores_the_policy(config):
     result = train(config("mixed", mixed_precision=True, max_steps=2), verbose=False)
     assert np.isfinite([row["ce_loss"] for row in result.log]).all()
@@ -176,3 +174,23 @@ def test_gradient_clipping_and_schedule_follow_the_config(config):
 def test_a_random_init_run_starts_from_a_size_preset(config):
     model = run.build_model(config(random_init=True, model_id="tiny"))
     assert (model.d_model, len(model.encoder_blocks), model.vocab_size) == (256, 4, 64)
+
+
+def test_a_collapsing_router_is_warned_about_per_logging_window(config):
+    # 3 experts, 2 per series: some expert receives at least 2/3 of the series in any
+    # window, so a limit of 0.6 must warn once per logged window, and 1.0 never can.
+    from chronos_moe.moe.balancing import ExpertCollapseWarning
+
+    with pytest.warns(ExpertCollapseWarning) as caught:
+        result = train(
+            config("collapse", use_moe=True, max_steps=2, max_expert_share=0.6), verbose=False
+        )
+    messages = [str(w.message) for w in caught if w.category is ExpertCollapseWarning]
+    assert len(messages) == len(result.log) == 2
+    assert "of the series in steps 1-1" in messages[0]
+    assert "of the series in steps 2-2" in messages[1]
+
+
+def test_max_expert_share_must_be_a_share():
+    with pytest.raises(ConfigError, match="max_expert_share"):
+        small_config(Path("start"), Path("data.arrow"), Path("out"), max_expert_share=0.0)
