@@ -288,9 +288,9 @@ def _torch_floating_tensors(*values: Any) -> tuple[Any, ...] | None:
             value = value.value
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
             return None
+        if tensors and (value.dtype != tensors[0].dtype or value.device != tensors[0].device):
+            return None
         tensors.append(value)
-    if any(t.dtype != tensors[0].dtype or t.device != tensors[0].device for t in tensors):
-        return None
     return tuple(tensors)
 
 
@@ -392,6 +392,20 @@ def concrete_int(value: Any) -> int | None:
         if isinstance(value, jax.core.Tracer):
             return None
     return int(value)
+
+
+def cheap_top_k() -> bool:
+    """Whether `keras.ops.top_k` selects the k largest of a row without sorting
+    the whole row: torch (`torch.topk`, a partial selection). XLA:CPU sorts
+    whole rows for `lax.top_k` (see `kth_largest`), so on JAX decoding keeps
+    the full-vocabulary sampling, whose passes XLA fuses.
+
+    Example:
+
+    >>> cheap_top_k() == (keras.config.backend() == "torch")
+    True
+    """
+    return BACKEND == "torch"
 
 
 def kth_largest(values: Any, k: int) -> Any:

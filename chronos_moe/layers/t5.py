@@ -303,6 +303,10 @@ class T5Attention(keras.layers.Layer):
             those). Eager decoding passes `cache_index + 1`, so the unwritten
             part of a fixed-size cache is not read; compiled decoding keeps the
             static length and masks it.
+        projection: optional `(d_model, 3 · heads · key_value_dim)`, the query,
+            key and value kernels side by side, for cached self-attention
+            (`cache_index` given): one product instead of three. A decoding
+            constant (`ChronosT5.decoding_constants`).
 
     Returns:
         `(outputs, (keys, values))`: `(batch, q_len, d_model)` and the keys and
@@ -381,6 +385,7 @@ class T5Attention(keras.layers.Layer):
         cache=None,
         cache_index=None,
         attended_length=None,
+        projection=None,
         training=False,
     ):
         batch, q_len = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
@@ -399,6 +404,7 @@ class T5Attention(keras.layers.Layer):
             attention_bias = cast_bias(attention_bias, query.dtype)
             context = backend.dot_product_attention(query, keys, values, attention_bias)
             return self._output(context, batch, q_len), (keys, values)
+        query = None
         if cache is not None and cache_index is None:
             keys, values = cache  # read-only: keys already (batch, heads, d_kv, k_len)
             attended_keys, attended_values = keys, values
@@ -407,7 +413,22 @@ class T5Attention(keras.layers.Layer):
                 source = hidden_states if key_value_states is None else key_value_states
                 keys, values = self.project_key_value(source)
             else:
-                new_keys, new_values = self.project_key_value(hidden_states)
+                if projection is not None:  # one product for queries, keys and values
+                    projected = backend.matmul(hidden_states, projection)
+                    if q_len == 1:  # the per-head layout is a reshape (a view on torch)
+                        projected = ops.reshape(
+                            projected, (batch, 3, self.num_heads, 1, self.key_value_dim)
+                        )
+                    else:
+                        projected = ops.reshape(
+                            projected, (batch, q_len, 3, self.num_heads, self.key_value_dim)
+                        )
+                        projected = ops.transpose(projected, (0, 2, 3, 1, 4))
+                    # (batch, 3, heads, q_len, d_kv)
+                    query = projected[:, 0]
+                    new_keys, new_values = projected[:, 1], projected[:, 2]
+                else:
+                    new_keys, new_values = self.project_key_value(hidden_states)
                 keys = backend.update_cache(cache[0], new_keys, cache_index, axis=2)
                 values = backend.update_cache(cache[1], new_values, cache_index, axis=2)
             attended_keys, attended_values = keys, values
@@ -418,13 +439,14 @@ class T5Attention(keras.layers.Layer):
             attended_keys = ops.swapaxes(attended_keys, 2, 3)  # (batch, heads, d_kv, k_len)
 
         kv_batch = ops.shape(values)[0]
-        group = batch // kv_batch
-        # Rows sharing one cache row are folded into its query length.
-        query = ops.reshape(
-            invoke(self.query, hidden_states),
-            (kv_batch, group * q_len, self.num_heads, self.key_value_dim),
-        )
-        query = ops.transpose(query, (0, 2, 1, 3))  # (kv_batch, heads, group·q_len, d_kv)
+        if query is None:
+            group = batch // kv_batch
+            # Rows sharing one cache row are folded into its query length.
+            query = ops.reshape(
+                invoke(self.query, hidden_states),
+                (kv_batch, group * q_len, self.num_heads, self.key_value_dim),
+            )
+            query = ops.transpose(query, (0, 2, 1, 3))  # (kv_batch, heads, group·q_len, d_kv)
         scores = backend.matmul(query, attended_keys)  # (kv_batch, heads, group·q_len, k_len)
         if attention_bias is not None:
             scores = scores + cast_bias(attention_bias, scores.dtype)
@@ -438,7 +460,8 @@ class T5Attention(keras.layers.Layer):
     def _output(self, context, batch, q_len):
         """The output projection of the per-head context `(kv_batch, heads,
         group·q_len, d_kv)`: `(batch, q_len, d_model)`."""
-        context = ops.transpose(context, (0, 2, 1, 3))  # (kv_batch, group·q_len, heads, d_kv)
+        if ops.shape(context)[2] != 1:  # one query per row: the transpose moves nothing
+            context = ops.transpose(context, (0, 2, 1, 3))  # (kv_batch, group·q_len, heads, d_kv)
         context = ops.reshape(context, (batch, q_len, self.num_heads * self.key_value_dim))
         return invoke(self.output_dense, context)
 
@@ -583,6 +606,8 @@ class T5Block(keras.layers.Layer):
             `T5Attention` (each cache a `(keys, values)` pair).
         attended_length: `attended_length` of the cached self-attention, see
             `T5Attention`.
+        self_attention_projection: the self-attention's `projection`, see
+            `T5Attention`.
 
     Returns:
         Decoder blocks: `(hidden_states, self_attention_key_values,
@@ -669,6 +694,7 @@ class T5Block(keras.layers.Layer):
         cross_attention_cache=None,
         cache_index=None,
         attended_length=None,
+        self_attention_projection=None,
         training=False,
     ):
         attended, self_key_values = invoke(
@@ -678,6 +704,7 @@ class T5Block(keras.layers.Layer):
             cache=self_attention_cache,
             cache_index=cache_index,
             attended_length=attended_length,
+            projection=self_attention_projection,
             training=training,
         )
         hidden_states = hidden_states + invoke(self.dropout, attended, training=training)

@@ -316,7 +316,59 @@ class ChronosT5(keras.Model):
         )
         return self_cache, cross_cache
 
-    def decode_step(self, token_ids, cache_index, self_cache, cross_cache, attention_mask):
+    def decoding_constants(self, attention_mask, max_length: int) -> dict[str, Any]:
+        """What every cached decoding step of one forecast shares, computed once.
+
+        Args:
+            attention_mask: `(enc_batch, enc_len)` encoder mask.
+            max_length: int, the length of the self-attention cache.
+
+        Returns:
+            A dict for `decode_step(..., constants=...)`:
+
+            * `"self_bias"`: `(1, heads, max_length, max_length)`, the decoder's
+              relative-position bias plus the causal mask, in the compute
+              dtype (row `i` is the bias of step `i`);
+            * `"cross_bias"`: `(enc_batch, 1, 1, enc_len)`, the padding bias
+              over the encoder positions, in the compute dtype;
+            * `"projections"`: per decoder block, the self-attention's query,
+              key and value kernels side by side, `(d_model, 3 · heads ·
+              d_kv)` (one product per step instead of three).
+
+        Example:
+
+        >>> import numpy as np
+        >>> model = ChronosT5.from_preset("tiny", vocab_size=64, num_layers=1)
+        >>> constants = model.decoding_constants(np.ones((2, 10), bool), 5)
+        >>> tuple(constants["self_bias"].shape), tuple(constants["projections"][0].shape)
+        ((1, 4, 5, 5), (256, 768))
+        """
+        positions = ops.arange(max_length, dtype="int32")
+        causal = ops.where(positions[None, :] > positions[:, None], MASK_BIAS, 0.0)
+        self_bias = invoke(self.decoder_position_bias, positions, positions) + causal[None, None]
+        projections = tuple(
+            ops.cast(
+                ops.concatenate(
+                    [
+                        block.self_attention.query.kernel,
+                        block.self_attention.key.kernel,
+                        block.self_attention.value.kernel,
+                    ],
+                    axis=1,
+                ),
+                self.compute_dtype,
+            )
+            for block in self.decoder_blocks
+        )
+        return {
+            "self_bias": cast_bias(self_bias, self.compute_dtype),
+            "cross_bias": cast_bias(padding_bias(attention_mask), self.compute_dtype),
+            "projections": projections,
+        }
+
+    def decode_step(
+        self, token_ids, cache_index, self_cache, cross_cache, attention_mask, constants=None
+    ):
         """One cached decoding step.
 
         Args:
@@ -324,6 +376,9 @@ class ChronosT5(keras.Model):
             cache_index: int scalar (Python or tensor), the position being decoded.
             self_cache, cross_cache: from `init_cache` (or a previous step).
             attention_mask: `(enc_batch, enc_len)` encoder mask.
+            constants: optional `decoding_constants(attention_mask,
+                max_length)`, computed once per forecast; computed here when
+                `None`.
 
         Returns:
             `(hidden, self_cache)`: hidden states `(batch, 1, d_model)` and the
@@ -331,30 +386,36 @@ class ChronosT5(keras.Model):
             place (see `backend.update_cache`).
         """
         max_length = ops.shape(self_cache[0][0])[2]
+        if constants is None:
+            constants = self.decoding_constants(attention_mask, max_length)
         # With a known index (eager decoding), only the positions written so
         # far are read, rounded up to a multiple of 8 (fewer distinct shapes);
         # compiled decoding keeps the static length. Later positions are masked.
         index = backend.concrete_int(cache_index)
-        attended_length = None if index is None else min(max_length, (index + 8) // 8 * 8)
-        keys = ops.arange(max_length if index is None else attended_length, dtype="int32")
-        query = ops.reshape(ops.cast(cache_index, "int32"), (1,))
-        future = ops.where(keys[None, :] > query[:, None], MASK_BIAS, 0.0)  # (1, k_len)
-        self_bias = invoke(self.decoder_position_bias, query, keys) + future[None, None]
-        cross_bias = padding_bias(attention_mask)
+        self_bias = constants["self_bias"]
+        if index is None:
+            attended_length = None
+            self_bias = ops.slice(
+                self_bias, (0, 0, cache_index, 0), (1, self.num_heads, 1, max_length)
+            )
+        else:
+            attended_length = min(max_length, (index + 8) // 8 * 8)
+            self_bias = self_bias[:, :, index : index + 1, :attended_length]
         hidden = invoke(self.shared, token_ids)
         new_cache = []
-        for block, layer_cache, layer_cross in zip(
-            self.decoder_blocks, self_cache, cross_cache, strict=True
+        for block, layer_cache, layer_cross, projection in zip(
+            self.decoder_blocks, self_cache, cross_cache, constants["projections"], strict=True
         ):
             hidden, layer_cache, _ = invoke(
                 block,
                 hidden,
                 self_attention_bias=self_bias,
-                cross_attention_bias=cross_bias,
+                cross_attention_bias=constants["cross_bias"],
                 self_attention_cache=layer_cache,
                 cross_attention_cache=layer_cross,
                 cache_index=cache_index,
                 attended_length=attended_length,
+                self_attention_projection=projection,
             )
             new_cache.append(layer_cache)
         return invoke(self.decoder_final_norm, hidden), tuple(new_cache)

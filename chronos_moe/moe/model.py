@@ -160,9 +160,14 @@ class ChronosMoE(keras.Model):
     def init_cache(self, encoder_states, batch_size, max_length):
         return self.base.init_cache(encoder_states, batch_size, max_length)
 
-    def decode_step(self, token_ids, cache_index, self_cache, cross_cache, attention_mask):
+    def decoding_constants(self, attention_mask, max_length):
+        return self.base.decoding_constants(attention_mask, max_length)
+
+    def decode_step(
+        self, token_ids, cache_index, self_cache, cross_cache, attention_mask, constants=None
+    ):
         return self.base.decode_step(
-            token_ids, cache_index, self_cache, cross_cache, attention_mask
+            token_ids, cache_index, self_cache, cross_cache, attention_mask, constants
         )
 
     def logits_function(self, encoder_states, attention_mask):

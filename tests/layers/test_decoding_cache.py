@@ -110,6 +110,66 @@ def test_attending_to_the_written_prefix_equals_masking_the_rest():
     assert not np.allclose(static_keys[:, :, index], keys[:, :, index])  # it was written
 
 
+@pytest.mark.parametrize("q_len", [1, 2])
+def test_a_fused_projection_equals_the_three_products(q_len):
+    """Cached self-attention with `projection` (query, key and value kernels side
+    by side) gives the separate products' output and cache."""
+    rng = np.random.default_rng(3)
+    attention = T5Attention(num_heads=2, key_value_dim=4)
+    hidden = rng.normal(size=(3, q_len, 8)).astype("float32")
+    attention.build((None, None, 8))
+    projection = ops.concatenate(
+        [attention.query.kernel, attention.key.kernel, attention.value.kernel], axis=1
+    )
+
+    def run(projection):
+        cache = (ops.zeros((3, 2, 5, 4)), ops.zeros((3, 2, 5, 4)))
+        out, (keys, values) = attention(hidden, cache=cache, cache_index=2, projection=projection)
+        return [ops.convert_to_numpy(x) for x in (out, keys, values)]
+
+    for fused, plain in zip(run(projection), run(None), strict=True):
+        np.testing.assert_allclose(fused, plain, rtol=0, atol=1e-6)
+    assert np.abs(run(projection)[1][:, :, 2]).sum() > 0  # the keys were written
+
+
+def test_decode_step_with_precomputed_constants():
+    """`decoding_constants` computed once give each step's own biases, eagerly and
+    with a traced index inside `jit` on JAX (a dynamic slice of the bias)."""
+    model = ChronosT5.from_preset("tiny", vocab_size=32, num_layers=2, d_model=16, d_ff=32)
+    rng = np.random.default_rng(4)
+    input_ids = ops.convert_to_tensor(rng.integers(2, 32, (2, 7)).astype("int32"))
+    mask = np.ones((2, 7), bool)
+    mask[1, :2] = False
+    mask = ops.convert_to_tensor(mask)
+    states = model.encode(input_ids, mask)
+    tokens = ops.convert_to_tensor(rng.integers(2, 32, (4, 5)).astype("int32"))
+
+    def decode(step_function):
+        self_cache, cross_cache = model.init_cache(states, 4, 5)
+        outputs = []
+        for index in range(5):
+            hidden, self_cache = step_function(tokens[:, index : index + 1], index, self_cache)
+            outputs.append(ops.convert_to_numpy(hidden))
+        return np.concatenate(outputs, axis=1), cross_cache
+
+    cross_cache = model.init_cache(states, 4, 5)[1]
+    constants = model.decoding_constants(mask, 5)
+    precomputed, _ = decode(
+        lambda ids, i, cache: model.decode_step(ids, i, cache, cross_cache, mask, constants)
+    )
+    step = lambda ids, i, cache: model.decode_step(ids, i, cache, cross_cache, mask)  # noqa: E731
+    if BACKEND == "jax":
+        import jax
+
+        jitted = jax.jit(step)
+        step = lambda ids, i, cache: jitted(ids, ops.convert_to_tensor(i, "int32"), cache)  # noqa: E731
+    per_step, _ = decode(step)
+    np.testing.assert_allclose(precomputed, per_step, rtol=0, atol=1e-5)
+    # Each encoder row serves two consecutive decoding rows.
+    full = model.decode(tokens, ops.repeat(states, 2, axis=0), ops.repeat(mask, 2, axis=0))
+    np.testing.assert_allclose(precomputed, ops.convert_to_numpy(full), rtol=0, atol=1e-5)
+
+
 def test_decoding_leaves_the_cross_attention_cache_unchanged():
     model = ChronosT5.from_preset("tiny", vocab_size=32, num_layers=2, d_model=16, d_ff=32)
     rng = np.random.default_rng(2)
