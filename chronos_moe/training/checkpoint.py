@@ -264,6 +264,17 @@ def _remove_aside(path: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; anything else is a `CheckpointCorrupt` naming it."""
+    try:
+        value = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointCorrupt(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(value, dict):
+        raise CheckpointCorrupt(f"{path}: not a JSON object")
+    return value
+
+
 def verify_checkpoint(path: str | os.PathLike, required_state: Any = ()) -> dict[str, Any]:
     """Checks a checkpoint against its manifest and returns its trainer state.
 
@@ -288,12 +299,7 @@ def verify_checkpoint(path: str | os.PathLike, required_state: Any = ()) -> dict
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointCorrupt(f"{path}: no {MANIFEST} (the save did not finish)")
-    try:
-        manifest = json.loads(manifest_path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointCorrupt(f"{manifest_path}: not valid JSON ({error})") from error
-    if not isinstance(manifest, dict):
-        raise CheckpointCorrupt(f"{manifest_path}: not a JSON object")
+    manifest = _read_json_object(manifest_path)
     for name in FILES:
         file = path / name
         entry = manifest.get(name)
@@ -314,12 +320,7 @@ def verify_checkpoint(path: str | os.PathLike, required_state: Any = ()) -> dict
         if _sha256(file) != entry["sha256"]:
             raise CheckpointCorrupt(f"{file}: sha256 does not match the manifest")
     state_path = path / "trainer_state.json"
-    try:
-        state = json.loads(state_path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointCorrupt(f"{state_path}: not valid JSON ({error})") from error
-    if not isinstance(state, dict):
-        raise CheckpointCorrupt(f"{state_path}: not a JSON object")
+    state = _read_json_object(state_path)
     for key in required_state:
         if key not in state:
             what = required_state[key] if isinstance(required_state, dict) else key
