@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -65,15 +66,25 @@ def _compare(args: argparse.Namespace) -> int:
     dense = _load_config(args.dense_config, args) if args.dense_config else None
     moe = _load_config(args.moe_config, args) if args.moe_config else None
     from chronos_moe.training.compare import compare
+    from chronos_moe.training.run import TrainingStopped
 
-    report = compare(
-        args.output_dir,
-        dense,
-        moe,
-        quick=args.quick,
-        overwrite=args.overwrite,
-        num_samples=args.num_samples,
-    )
+    try:
+        report = compare(
+            args.output_dir,
+            dense,
+            moe,
+            quick=args.quick,
+            overwrite=args.overwrite,
+            num_samples=args.num_samples,
+        )
+    except TrainingStopped as stopped:  # SIGTERM: no report; compare cannot resume
+        print(
+            f"chronos-moe compare: stopped by SIGTERM after step {stopped.step} of the run in "
+            f"{stopped.checkpoint.parent.parent if stopped.checkpoint else args.output_dir}; "
+            "no report was written. Run compare again with --overwrite to start over.",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGTERM
     print(f"Report: {report}")
     return 0
 

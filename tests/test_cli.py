@@ -5,6 +5,7 @@ with exit status 2."""
 import csv
 import functools
 import json
+import signal
 
 import numpy as np
 import pytest
@@ -13,8 +14,14 @@ import yaml
 from chronos_moe import cli
 from chronos_moe.data import read_arrow
 from chronos_moe.training import compare as compare_module
+from chronos_moe.training import faults
 from chronos_moe.training.config import TrainingConfig
-from tests.training.helpers import PREDICTION_LENGTH, make_start_checkpoint, small_config
+from tests.training.helpers import (
+    PREDICTION_LENGTH,
+    make_data,
+    make_start_checkpoint,
+    small_config,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -242,6 +249,21 @@ def test_compare_configs_must_share_data_seed_and_steps(start, tmp_path, capsys)
         capsys, "compare", "--dense-config", paths[1], "--output-dir", tmp_path
     )
     assert status == 2 and "compare needs a dense config (`use_moe: false`)" in err
+
+
+def test_a_sigterm_stops_compare_without_a_report(start, tmp_path, capsys, monkeypatch):
+    train_path, _ = make_data(tmp_path)
+    dense = small_config(start, train_path, tmp_path / "unused")
+    config = write_config(tmp_path / "dense.yaml", dense)
+    monkeypatch.setenv(faults.ENV, "sigterm:step.end:2")  # the dense run's second step
+    output = tmp_path / "out"
+    argv = ["compare", "--dense-config", config, "--output-dir", output]
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM after step 2" in err and "no report was written" in err
+    assert "--overwrite" in err and "Traceback" not in err
+    assert not (output / "report.md").exists() and not (output / "moe").exists()
+    assert (output / "dense" / "checkpoints" / "step-2").is_dir()
 
 
 def test_quick_keeps_the_vocabulary_of_a_pretrained_start(start):

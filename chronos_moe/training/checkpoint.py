@@ -360,7 +360,8 @@ def remove_torn(output_dir: str | os.PathLike) -> list[Path]:
 def find_resumable(
     output_dir: str | os.PathLike, required_state: Any = ()
 ) -> tuple[Path | None, list[tuple[Path, str]]]:
-    """The newest checkpoint that verifies, and each newer one skipped with why.
+    """The newest checkpoint that verifies, and each newer one skipped with why
+    (the caller reports the skips).
 
     Example:
 
@@ -369,11 +370,10 @@ def find_resumable(
     (None, [])
     """
     skipped = []
-    for step, path in reversed(list_checkpoints(output_dir)):
+    for _step, path in reversed(list_checkpoints(output_dir)):
         try:
             verify_checkpoint(path, required_state)
         except CheckpointCorrupt as error:
-            logger.warning("Skipping checkpoint step %d: %s", step, error)
             skipped.append((path, str(error)))
             continue
         return path, skipped
@@ -382,7 +382,10 @@ def find_resumable(
 
 def latest_checkpoint(output_dir: str | os.PathLike, required_state: Any = ()) -> Path | None:
     """The newest checkpoint that verifies; corrupt newer ones are named in the log."""
-    return find_resumable(output_dir, required_state)[0]
+    latest, skipped = find_resumable(output_dir, required_state)
+    for path, why in skipped:
+        logger.warning("Skipping checkpoint %s: %s", path.name, why)
+    return latest
 
 
 def load_checkpoint(

@@ -207,11 +207,12 @@ def _prepare_output(
         reasons = "".join(f"\n  skipped {path.name}: {why}" for path, why in skipped)
         if latest is None:
             raise RunError(f"--resume: no complete checkpoint in {output / CHECKPOINTS}.{reasons}")
-        if skipped:  # each skip is also logged (a warning) by find_resumable
-            logger.info("Falling back to %s.", latest)
+        if skipped:  # said once: printed when verbose, else a logged warning
+            message = f"chronos-moe train: falling back to {latest.name}:{reasons}"
             if verbose:
-                message = f"chronos-moe train: falling back to {latest.name}:{reasons}"
                 print(message, file=sys.stderr)
+            else:
+                logger.warning(message)
         state = json.loads((latest / "trainer_state.json").read_text())
         _check_resume_compatible(config, state, latest)
         return _Start(checkpoint=latest)

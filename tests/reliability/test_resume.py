@@ -291,7 +291,7 @@ def test_a_whole_checkpoint_swapped_in_from_another_step_is_named(copy):
         checkpoint.verify_checkpoint(checkpoints / "step-4", checkpoint.TRAINER_STATE_PARTS)
 
 
-def test_resume_falls_back_and_says_so(copy, capsys):
+def test_resume_falls_back_and_says_so(copy, capsys, caplog):
     config, checkpoints = copy
     corrupt(checkpoints / "step-4" / "model.safetensors", "flipped data byte")
     (checkpoints / "step-4.tmp-0badbeef").mkdir()  # and a torn save, removed
@@ -301,6 +301,9 @@ def test_resume_falls_back_and_says_so(copy, capsys):
     err = capsys.readouterr().err
     assert "falling back to step-2" in err
     assert f"skipped step-4: {checkpoints / 'step-4' / 'model.safetensors'}: sha256" in err
+    # Said once: printed on the CLI, not also logged (which would print it again).
+    assert err.count("skipped step-4") == 1
+    assert not [record for record in caplog.records if "sha256" in record.getMessage()]
     assert not (checkpoints / "step-4.tmp-0badbeef").exists()
     # It resumed at step 2 and rewrote step 4, which verifies again.
     state = checkpoint.verify_checkpoint(checkpoints / "step-4", checkpoint.TRAINER_STATE_PARTS)

@@ -65,7 +65,7 @@ def test_corrupt_and_torn_checkpoints_are_skipped_and_named(tmp_path, caplog):
     with pytest.raises(checkpoint.CheckpointCorrupt, match="no manifest.json"):
         checkpoint.verify_checkpoint(tmp_path / "step-2")
     assert checkpoint.latest_checkpoint(tmp_path) == tmp_path / "step-1"
-    assert "Skipping checkpoint step 3" in caplog.text
+    assert "Skipping checkpoint step-3" in caplog.text
     assert checkpoint.remove_torn(tmp_path) == [torn]
     assert not torn.exists()
 
