@@ -16,6 +16,7 @@ import keras
 from keras import ops
 
 from chronos_moe import backend  # also chooses the backend before Keras is used
+from chronos_moe.layers.dropout import FastDropout
 
 register = keras.saving.register_keras_serializable(package="chronos_moe")
 
@@ -335,7 +336,7 @@ class T5Attention(keras.layers.Layer):
         self.key_value_dim = key_value_dim
         self.dropout_rate = dropout_rate
         self.initializer_factor = initializer_factor
-        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+        self.dropout = FastDropout(dropout_rate, dtype=self.dtype_policy)
 
     def build(self, hidden_states_shape, key_value_states_shape=None):
         d_model = hidden_states_shape[-1]
@@ -535,7 +536,7 @@ class T5FeedForward(keras.layers.Layer):
         self.dropout_rate = dropout_rate
         self.initializer_factor = initializer_factor
         self.is_gated = feed_forward_proj.startswith("gated-")
-        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+        self.dropout = FastDropout(dropout_rate, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         d_model = input_shape[-1]
@@ -673,7 +674,7 @@ class T5Block(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="feed_forward",
         )
-        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+        self.dropout = FastDropout(dropout_rate, dtype=self.dtype_policy)
 
     def build(self, hidden_states_shape, *args, **kwargs):
         shape = (None, None, hidden_states_shape[-1])

@@ -13,6 +13,7 @@ from keras import ops
 
 from chronos_moe import backend
 from chronos_moe.config import T5_PRESETS, ChronosConfig
+from chronos_moe.layers.dropout import FastDropout
 from chronos_moe.layers.t5 import (
     MASK_BIAS,
     T5Block,
@@ -227,7 +228,7 @@ class ChronosT5(keras.Model):
                 dtype=self.dtype_policy,
                 name="lm_head",
             )
-        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+        self.dropout = FastDropout(dropout_rate, dtype=self.dtype_policy)
         self.build()
 
     def build(self, input_shape=None):
