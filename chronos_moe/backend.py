@@ -566,11 +566,11 @@ def _torch_dropout_function():
             drop = _torch_drop_mask(inputs.shape, rate, inputs.device)
             ctx.save_for_backward(drop)
             ctx.scale = 1.0 / (1.0 - dropout_rate_drawn(rate))
-            return inputs.masked_fill(drop, 0).mul_(ctx.scale)
+            return torch.where(drop, 0.0, inputs).mul_(ctx.scale)
 
         @staticmethod
         def backward(ctx, grad):
             (drop,) = ctx.saved_tensors
-            return grad.masked_fill(drop, 0).mul_(ctx.scale), None
+            return torch.where(drop, 0.0, grad).mul_(ctx.scale), None
 
     return Dropout

@@ -262,8 +262,14 @@ class ChronosT5(keras.Model):
         length = ops.shape(input_ids)[1]
         positions = ops.arange(length, dtype="int32")
         bias = invoke(self.encoder_position_bias, positions, positions)
-        bias = bias + padding_bias(attention_mask)
-        bias = cast_bias(bias, self.compute_dtype)  # once, not in every block
+        # Each term is cast (and clamped) on its own, before the broadcast sum:
+        # the clamp and its gradient then run over `(1, heads, len, len)` and
+        # `(batch, 1, 1, len)`, not over the `(batch, heads, len, len)` sum. The
+        # sum is the same (a bias plus 0, or the lowest finite value absorbing
+        # the bias).
+        bias = cast_bias(bias, self.compute_dtype) + cast_bias(
+            padding_bias(attention_mask), self.compute_dtype
+        )  # once, not in every block
         hidden = invoke(self.dropout, invoke(self.shared, input_ids), training=training)
         for block in self.encoder_blocks:
             hidden, _ = invoke(block, hidden, self_attention_bias=bias, training=training)
