@@ -574,3 +574,91 @@ def _torch_dropout_function():
             return torch.where(drop, 0.0, grad).mul_(ctx.scale), None
 
     return Dropout
+
+
+# ---- training: attention with dropout on its weights -------------------------------
+
+
+def attention_with_dropout(
+    query: Any, keys_transposed: Any, values: Any, bias_terms: tuple[Any, ...], rate: float
+) -> Any:
+    """T5's training attention on torch: ``dropout(softmax(query · keysᵀ +
+    Σ bias_terms)) · values``, dropout as `dropout` (16-bit masks from torch's
+    global generator, kept elements scaled by ``1 / (1 - rate)``).
+
+    The autograd graph of the written-out ops makes about ten passes over
+    the `(batch, heads, q_len, k_len)` scores per layer and keeps three
+    tensors of that size for the backward pass (the weights, the dropped
+    weights, the mask). This one function adds the bias terms in place
+    (each broadcast; a bias term's gradient is summed over its broadcast
+    axes here, so a position bias shared by the batch never gets a
+    batch-sized gradient), multiplies the scale into the `(…, d)` context
+    instead of the weights, keeps only the weights and a 1-byte mask, and
+    recomputes the dropped weights in the backward pass (one pass), whose
+    other passes run in place on fresh gradients.
+
+    Args:
+        query: `(batch, heads, q_len, d)`.
+        keys_transposed: `(batch, heads, d, k_len)`.
+        values: `(batch, heads, k_len, d)`.
+        bias_terms: additive terms, each broadcastable to `(batch, heads,
+            q_len, k_len)`, in the dtype of ``query``.
+        rate: dropout rate in [0, 1).
+
+    Returns:
+        The context, `(batch, heads, q_len, d)`.
+    """
+    if BACKEND != "torch":
+        raise NotImplementedError(
+            f"backend.attention_with_dropout is torch-only (see fast_dropout_available); "
+            f"the backend is {BACKEND!r}."
+        )
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1). Received: rate={rate!r}")
+    query, keys_transposed, values = (
+        keras.ops.convert_to_tensor(x) for x in (query, keys_transposed, values)
+    )
+    terms = tuple(keras.ops.convert_to_tensor(term, dtype=query.dtype) for term in bias_terms)
+    return _torch_attention_function().apply(query, keys_transposed, values, rate, *terms)
+
+
+@functools.cache
+def _torch_attention_function():
+    import torch
+
+    class AttentionWithDropout(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, query, keys_transposed, values, rate, *bias_terms):
+            scores = torch.matmul(query, keys_transposed)
+            for term in bias_terms:
+                scores.add_(term)
+            weights = torch.softmax(scores, dim=-1)
+            del scores
+            drop = _torch_drop_mask(weights.shape, rate, weights.device)
+            scale = 1.0 / (1.0 - dropout_rate_drawn(rate))
+            context = torch.matmul(torch.where(drop, 0.0, weights), values).mul_(scale)
+            ctx.save_for_backward(query, keys_transposed, values, weights, drop)
+            ctx.scale = scale
+            ctx.bias_shapes = tuple(term.shape for term in bias_terms)
+            return context
+
+        @staticmethod
+        def backward(ctx, grad):
+            query, keys_transposed, values, weights, drop = ctx.saved_tensors
+            grad = grad * ctx.scale
+            needs = ctx.needs_input_grad
+            grad_values = None
+            if needs[2]:
+                grad_values = torch.matmul(torch.where(drop, 0.0, weights).transpose(-1, -2), grad)
+            grad_weights = torch.matmul(grad, values.transpose(-1, -2)).masked_fill_(drop, 0)
+            grad_scores = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
+            del grad_weights
+            grad_query = torch.matmul(grad_scores, keys_transposed.transpose(-1, -2))
+            grad_keys = torch.matmul(query.transpose(-1, -2), grad_scores)
+            grad_bias = [
+                grad_scores.sum_to_size(shape) if needs[4 + index] else None
+                for index, shape in enumerate(ctx.bias_shapes)
+            ]
+            return (grad_query, grad_keys, grad_values, None, *grad_bias)
+
+    return AttentionWithDropout

@@ -32,13 +32,19 @@ class FastDropout(keras.layers.Dropout):
     True
     """
 
-    def call(self, inputs, training=False):
-        if (
+    def uses_backend_dropout(self, training) -> bool:
+        """Whether a call with this `training` flag drops through
+        `backend.dropout` (so a caller may fuse it, as `T5Attention` does
+        with `backend.attention_with_dropout`)."""
+        return bool(
             training
             and self.rate > 0
             and self.noise_shape is None
             and self.seed is None
             and backend.fast_dropout_available()
-        ):
+        )
+
+    def call(self, inputs, training=False):
+        if self.uses_backend_dropout(training):
             return backend.dropout(inputs, self.rate)
         return super().call(inputs, training=training)
