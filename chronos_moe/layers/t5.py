@@ -16,6 +16,7 @@ import keras
 from keras import ops
 
 from chronos_moe import backend  # also chooses the backend before Keras is used
+from chronos_moe.layers.dropout import FastDropout
 
 register = keras.saving.register_keras_serializable(package="chronos_moe")
 
@@ -41,6 +42,17 @@ def cast_bias(bias, dtype):
     if dtype in LOWEST_FINITE:
         bias = ops.maximum(bias, LOWEST_FINITE[dtype])
     return ops.cast(bias, dtype)
+
+
+def sum_bias_terms(terms):
+    """The sum of additive attention-bias terms (`None` for none), each
+    broadcast. `T5Attention` takes its bias as one tensor or as such terms
+    (e.g. the position bias and the padding mask: training on torch then
+    never forms their `(batch, heads, len, len)` sum)."""
+    total = None
+    for term in terms:
+        total = term if total is None else total + term
+    return total
 
 
 _DIRECT_CALLS = contextvars.ContextVar("chronos_moe_direct_layer_calls", default=False)
@@ -285,7 +297,8 @@ class T5Attention(keras.layers.Layer):
         key_value_states: optional `(batch, k_len, d_model)` for cross-attention.
         attention_bias: additive bias broadcastable to
             `(batch, heads, q_len, k_len)`: position bias plus `MASK_BIAS` at
-            masked keys.
+            masked keys; or a tuple of such terms, summed (see
+            `sum_bias_terms`).
         cache: optional pair `(keys, values)`. Without `cache_index` it is
             read-only (cached cross-attention, from `project_key_value(states,
             transpose_keys=True)`): keys `(cache_batch, heads, key_value_dim,
@@ -335,7 +348,7 @@ class T5Attention(keras.layers.Layer):
         self.key_value_dim = key_value_dim
         self.dropout_rate = dropout_rate
         self.initializer_factor = initializer_factor
-        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+        self.dropout = FastDropout(dropout_rate, dtype=self.dtype_policy)
 
     def build(self, hidden_states_shape, key_value_states_shape=None):
         d_model = hidden_states_shape[-1]
@@ -389,6 +402,15 @@ class T5Attention(keras.layers.Layer):
         training=False,
     ):
         batch, q_len = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
+        # Training with the backend's dropout (torch): one fused function from
+        # the scores to the context, which takes the bias terms unsummed.
+        fused = cache is None and self.dropout.uses_backend_dropout(training)
+        if isinstance(attention_bias, (tuple, list)):
+            bias_terms = tuple(attention_bias)
+            if not fused:
+                attention_bias = sum_bias_terms(bias_terms)
+        else:
+            bias_terms = () if attention_bias is None else (attention_bias,)
         if cache is None and not (training and self.dropout_rate > 0):
             # Whole sequences (the encoder; training without dropout): the
             # backend's attention kernel, which never holds the scores.
@@ -447,6 +469,12 @@ class T5Attention(keras.layers.Layer):
                 (kv_batch, group * q_len, self.num_heads, self.key_value_dim),
             )
             query = ops.transpose(query, (0, 2, 1, 3))  # (kv_batch, heads, group·q_len, d_kv)
+        if fused:
+            terms = tuple(cast_bias(term, query.dtype) for term in bias_terms)
+            context = backend.attention_with_dropout(
+                query, attended_keys, attended_values, terms, self.dropout.rate
+            )
+            return self._output(context, batch, q_len), (keys, values)
         scores = backend.matmul(query, attended_keys)  # (kv_batch, heads, group·q_len, k_len)
         if attention_bias is not None:
             scores = scores + cast_bias(attention_bias, scores.dtype)
@@ -535,7 +563,7 @@ class T5FeedForward(keras.layers.Layer):
         self.dropout_rate = dropout_rate
         self.initializer_factor = initializer_factor
         self.is_gated = feed_forward_proj.startswith("gated-")
-        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+        self.dropout = FastDropout(dropout_rate, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         d_model = input_shape[-1]
@@ -673,7 +701,7 @@ class T5Block(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="feed_forward",
         )
-        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+        self.dropout = FastDropout(dropout_rate, dtype=self.dtype_policy)
 
     def build(self, hidden_states_shape, *args, **kwargs):
         shape = (None, None, hidden_states_shape[-1])

@@ -13,6 +13,7 @@ from keras import ops
 
 from chronos_moe import backend
 from chronos_moe.config import T5_PRESETS, ChronosConfig
+from chronos_moe.layers.dropout import FastDropout
 from chronos_moe.layers.t5 import (
     MASK_BIAS,
     T5Block,
@@ -22,6 +23,7 @@ from chronos_moe.layers.t5 import (
     invoke,
     normal_initializer,
     register,
+    sum_bias_terms,
 )
 
 IGNORE_INDEX = -100
@@ -227,7 +229,7 @@ class ChronosT5(keras.Model):
                 dtype=self.dtype_policy,
                 name="lm_head",
             )
-        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+        self.dropout = FastDropout(dropout_rate, dtype=self.dtype_policy)
         self.build()
 
     def build(self, input_shape=None):
@@ -260,9 +262,20 @@ class ChronosT5(keras.Model):
         """Encoder states `(batch, enc_len, d_model)` of the token ids."""
         length = ops.shape(input_ids)[1]
         positions = ops.arange(length, dtype="int32")
-        bias = invoke(self.encoder_position_bias, positions, positions)
-        bias = bias + padding_bias(attention_mask)
-        bias = cast_bias(bias, self.compute_dtype)  # once, not in every block
+        position = invoke(self.encoder_position_bias, positions, positions)
+        # Each term is cast (and clamped) on its own, before the broadcast sum:
+        # the clamp and its gradient then run over `(1, heads, len, len)` and
+        # `(batch, 1, 1, len)`, not over the `(batch, heads, len, len)` sum. The
+        # sum is the same (a bias plus 0, or the lowest finite value absorbing
+        # the bias).
+        terms = (
+            cast_bias(position, self.compute_dtype),
+            cast_bias(padding_bias(attention_mask), self.compute_dtype),
+        )
+        # Training passes the terms to the blocks (torch's fused training
+        # attention adds them in place and sums the position bias's gradient
+        # over the batch itself); otherwise they are summed once, not in every block.
+        bias = terms if training else sum_bias_terms(terms)
         hidden = invoke(self.dropout, invoke(self.shared, input_ids), training=training)
         for block in self.encoder_blocks:
             hidden, _ = invoke(block, hidden, self_attention_bias=bias, training=training)

@@ -1,0 +1,131 @@
+"""`FastDropout` (and `backend.dropout`, its torch path): the drop rate and
+scaling are right, every 16-bit lane of the random words is uniform, the
+gradient flows through the kept elements only, inference is the identity,
+masks follow the seed, and T5's layers use it."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from chronos_moe import backend
+from chronos_moe.layers.dropout import FastDropout
+from chronos_moe.layers.t5 import T5Block
+from chronos_moe.models.chronos_t5 import ChronosT5
+
+TORCH = keras.config.backend() == "torch"
+COUNT = 1 << 20
+
+
+def dropped_fraction_bound(rate, count=COUNT):
+    """Six standard deviations of a binomial fraction: a correct rate never
+    fails, a rate off by 0.003 at n = 2²⁰ always does."""
+    return 6 * math.sqrt(rate * (1 - rate) / count)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_drop_rate_and_scale(rate, dtype):
+    keras.utils.set_random_seed(1)
+    layer = FastDropout(rate, dtype=dtype)
+    x = ops.ones((COUNT // 1024, 1024), dtype)
+    y = ops.convert_to_numpy(ops.cast(layer(x, training=True), "float32")).ravel()
+    assert y.shape == (COUNT,)
+    kept = y != 0
+    dropped = 1 - kept.mean()
+    assert abs(dropped - rate) < dropped_fraction_bound(rate), (dropped, rate)
+    # Kept elements are scaled by 1 / (1 - rate) (rounded to the dtype).
+    scale = 1 / (1 - backend.dropout_rate_drawn(rate)) if TORCH else 1 / (1 - rate)
+    expected = float(ops.convert_to_numpy(ops.cast(ops.cast(scale, dtype), "float32")))
+    np.testing.assert_allclose(y[kept], expected, rtol=1e-6)
+
+
+def test_every_lane_of_the_random_words_is_uniform():
+    # The mask compares 16-bit lanes of 64-bit words: positions i mod 4 come
+    # from different lanes, so a lane with a biased bit shows in its own rate.
+    keras.utils.set_random_seed(2)
+    x = ops.ones((COUNT,))
+    kept = ops.convert_to_numpy(FastDropout(0.5)(x, training=True)) != 0
+    for lane in range(4):
+        fraction = 1 - kept[lane::4].mean()
+        assert abs(fraction - 0.5) < dropped_fraction_bound(0.5, COUNT // 4), (lane, fraction)
+
+
+def test_rate_resolution():
+    assert backend.dropout_rate_drawn(0.1) == 6554 / 65536
+    assert backend.dropout_rate_drawn(0.5) == 0.5
+    assert backend.dropout_rate_drawn(0.0) == 0.0
+    assert backend.dropout_rate_drawn(1.0) == 1.0
+
+
+def test_inference_is_identity():
+    x = np.random.default_rng(0).normal(size=(4, 32)).astype("float32")
+    layer = FastDropout(0.3)
+    np.testing.assert_array_equal(ops.convert_to_numpy(layer(x, training=False)), x)
+    np.testing.assert_array_equal(ops.convert_to_numpy(layer(x)), x)
+
+
+def test_same_seed_same_mask():
+    x = ops.ones((64, 64))
+    masks = []
+    for _ in range(2):
+        keras.utils.set_random_seed(3)
+        layer = FastDropout(0.2)
+        masks.append(ops.convert_to_numpy(layer(x, training=True)) != 0)
+    np.testing.assert_array_equal(masks[0], masks[1])
+    assert not masks[0].all()
+
+
+@pytest.mark.skipif(not TORCH, reason="backend.dropout is torch's path; JAX uses Keras' dropout")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gradient_flows_through_kept_elements_only(dtype):
+    import torch
+
+    torch.manual_seed(4)
+    x = torch.randn(64, 256, dtype=getattr(torch, dtype), requires_grad=True)
+    weights = torch.randn(64, 256, dtype=x.dtype)
+    y = backend.dropout(x, 0.25)
+    (y * weights).sum().backward()
+    kept = y.detach() != 0
+    scale = 1 / (1 - backend.dropout_rate_drawn(0.25))
+    expected = torch.where(kept, weights * scale, 0.0)
+    torch.testing.assert_close(x.grad, expected)
+    torch.testing.assert_close(y.detach(), torch.where(kept, x.detach() * scale, 0.0))
+    assert y.dtype == x.dtype
+
+
+@pytest.mark.skipif(not TORCH, reason="backend.dropout is torch's path; JAX uses Keras' dropout")
+def test_torch_masks_come_from_the_global_generator():
+    # Checkpoints restore torch's global generator for an exact resume.
+    import torch
+
+    x = torch.ones(1000)
+    state = torch.get_rng_state()
+    first = backend.dropout(x, 0.1)
+    torch.set_rng_state(state)
+    np.testing.assert_array_equal(first.numpy(), backend.dropout(x, 0.1).numpy())
+
+
+def test_invalid_rate():
+    if TORCH:
+        with pytest.raises(ValueError, match="rate"):
+            backend.dropout(ops.ones((3,)), 1.5)
+    else:
+        with pytest.raises(NotImplementedError, match="torch-only"):
+            backend.dropout(ops.ones((3,)), 0.5)
+
+
+def test_t5_layers_use_fast_dropout():
+    block = T5Block(num_heads=2, key_value_dim=4, intermediate_dim=16, dropout_rate=0.1)
+    assert isinstance(block.dropout, FastDropout)
+    assert isinstance(block.self_attention.dropout, FastDropout)
+    assert isinstance(block.feed_forward.dropout, FastDropout)
+    model = ChronosT5.from_preset(
+        "tiny",
+        vocab_size=32,
+        num_layers=1,
+        chronos_config={"n_tokens": 32, "context_length": 8, "prediction_length": 2},
+    )
+    assert isinstance(model.dropout, FastDropout)
