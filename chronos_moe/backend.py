@@ -13,6 +13,7 @@ Everything else in chronos-moe is written with `keras.ops`. This module
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import importlib.util
 import os
@@ -549,11 +550,45 @@ def _torch_drop_mask(shape: Any, rate: float, device: Any) -> Any:
     count = 1
     for size in shape:
         count *= int(size)
-    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device)
-    words.random_(-(2**63), None)  # the full 64-bit range: no lane loses its top bit
+    words = _torch_random_words((count + 3) // 4, device)
     lanes = words.view(torch.int16)[:count].view(shape)
     threshold = round(dropout_rate_drawn(rate) * (1 << DROPOUT_MASK_BITS)) - (1 << 15)
     return lanes < threshold
+
+
+# Random words per generator when a mask is drawn in parallel (8 MB of words).
+_WORDS_PER_DRAW = 1 << 20
+
+
+def _torch_random_words(count: int, device: Any) -> Any:
+    """``count`` random 64-bit words over the full range (so no 16-bit lane
+    loses its top bit), determined by torch's global generator.
+
+    A CPU generator fills a tensor sequentially, on one core. A large draw is
+    cut into blocks of `_WORDS_PER_DRAW` words, each filled by its own
+    generator seeded from the global one, on torch's intra-op threads: the
+    words depend on the global generator's state and ``count`` only, not on the
+    number of threads (a resumed run draws the same masks on another machine).
+    """
+    import torch
+
+    words = torch.empty(count, dtype=torch.int64, device=device)
+    if words.device.type != "cpu" or count <= _WORDS_PER_DRAW:
+        return words.random_(-(2**63), None)
+    blocks = words.split(_WORDS_PER_DRAW)
+    seeds = torch.randint(0, 2**62, (len(blocks),)).tolist()  # from the global generator
+
+    def fill(index: int) -> None:
+        generator = torch.Generator().manual_seed(seeds[index])
+        blocks[index].random_(-(2**63), None, generator=generator)
+
+    list(_draw_threads(torch.get_num_threads()).map(fill, range(len(blocks))))
+    return words
+
+
+@functools.cache
+def _draw_threads(threads: int) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="chronos-moe-draw")
 
 
 @functools.cache

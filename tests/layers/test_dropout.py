@@ -108,6 +108,35 @@ def test_torch_masks_come_from_the_global_generator():
     np.testing.assert_array_equal(first.numpy(), backend.dropout(x, 0.1).numpy())
 
 
+@pytest.mark.skipif(not TORCH, reason="backend.dropout is torch's path; JAX uses Keras' dropout")
+def test_a_large_mask_drawn_in_parallel_blocks_follows_the_global_generator_only():
+    # Over `_WORDS_PER_DRAW` words the blocks are drawn on several threads, each
+    # with its own generator seeded from the global one.
+    import torch
+
+    lanes = 4 * (2 * backend._WORDS_PER_DRAW + 5)  # three blocks, the last one short
+    x = torch.ones(lanes, dtype=torch.bfloat16)
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
+    try:
+        masks = []
+        for count in (1, 2, 3):  # the same words whatever the number of threads
+            torch.set_num_threads(count)
+            torch.set_rng_state(state)
+            masks.append((backend.dropout(x, 0.1) == 0).numpy())
+    finally:
+        torch.set_num_threads(threads)
+    for mask in masks[1:]:
+        np.testing.assert_array_equal(masks[0], mask)
+    dropped = masks[0].mean()
+    assert abs(dropped - backend.dropout_rate_drawn(0.1)) < dropped_fraction_bound(0.1, lanes)
+    block = 4 * backend._WORDS_PER_DRAW
+    first, second = masks[0][:block], masks[0][block : 2 * block]
+    assert (first != second).mean() > 0.1  # blocks are independent draws, not one repeated
+    torch.set_rng_state(state)
+    torch.rand(1)  # another global state: other masks
+    assert not np.array_equal((backend.dropout(x, 0.1) == 0).numpy(), masks[0])
+
+
 def test_invalid_rate():
     if TORCH:
         with pytest.raises(ValueError, match="rate"):
