@@ -389,6 +389,12 @@ class T5Attention(keras.layers.Layer):
         training=False,
     ):
         batch, q_len = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
+        if cache is not None and q_len == 1 and not training and attention_bias is not None:
+            fused = self._decoding_call(
+                hidden_states, attention_bias, cache, cache_index, attended_length, projection
+            )
+            if fused is not None:
+                return fused
         if cache is None and not (training and self.dropout_rate > 0):
             # Whole sequences (the encoder; training without dropout): the
             # backend's attention kernel, which never holds the scores.
@@ -456,6 +462,37 @@ class T5Attention(keras.layers.Layer):
         weights = invoke(self.dropout, weights, training=training)
         context = backend.matmul(weights, attended_values)  # (kv_batch, heads, group·q_len, d_kv)
         return self._output(context, batch, q_len), (keys, values)
+
+    def _decoding_call(
+        self, hidden_states, attention_bias, cache, cache_index, attended_length, projection
+    ):
+        """One decoding step (one query per row, inference) of a cached
+        attention, as one backend call (`backend.decoding_self_attention`,
+        `backend.decoding_cross_attention`); `None` where those do not apply
+        (a self-attention cache without the fused `projection`)."""
+        attention_bias = cast_bias(attention_bias, hidden_states.dtype)
+        if cache_index is None:  # cross-attention over precomputed keys/values
+            outputs = backend.decoding_cross_attention(
+                hidden_states,
+                self.query.kernel,
+                self.output_dense.kernel,
+                cache,
+                attention_bias,
+                self.num_heads,
+            )
+            return outputs, cache
+        if projection is None:
+            return None
+        return backend.decoding_self_attention(
+            hidden_states,
+            projection,
+            self.output_dense.kernel,
+            cache,
+            cache_index,
+            attended_length,
+            attention_bias,
+            self.num_heads,
+        )
 
     def _output(self, context, batch, q_len):
         """The output projection of the per-head context `(kv_batch, heads,
