@@ -300,9 +300,10 @@ class T5Attention(keras.layers.Layer):
         cache_index: optional int scalar, where to write in the cache.
         attended_length: optional Python int. With a cache, attend only to its
             first `attended_length` positions (`attention_bias` then covers
-            those). Eager decoding passes `cache_index + 1`, so the unwritten
-            part of a fixed-size cache is not read; compiled decoding keeps the
-            static length and masks it.
+            those). `ChronosT5.decode_step` passes none: the whole cache is
+            contiguous and read in place, where a slice of it is strided
+            (copied by torch's bfloat16 products), so it attends to all of it
+            and masks the unwritten part.
         projection: optional `(d_model, 3 · heads · key_value_dim)`, the query,
             key and value kernels side by side, for cached self-attention
             (`cache_index` given): one product instead of three. A decoding

@@ -191,3 +191,33 @@ def test_decoding_steps_equal_the_op_by_op_layers(monkeypatch, dtype):
     plain = decode_logits(model)
     tolerance = 1e-5 if dtype == "float32" else 2e-2
     np.testing.assert_allclose(fused, plain, rtol=tolerance, atol=tolerance)
+
+
+@torch_only
+@pytest.mark.parametrize(
+    "temperature, top_k, top_p", [(1.0, 50, 1.0), (0.6, 30, 0.9), (1.5, 8, 0.7), (1.0, 1, 1.0)]
+)
+def test_raw_candidate_sampling_draws_the_keras_ops_paths_tokens(
+    monkeypatch, temperature, top_k, top_p
+):
+    """`backend.sample_top_k_candidates` (raw torch) draws exactly the tokens
+    of `generation.sample_top_k`'s `keras.ops` code, and leaves batches whose
+    ties outnumber the margin to it."""
+    from chronos_moe.generation import sample_top_k
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(300, 512)).astype(np.float32) * 1.5
+    logits[:100] = np.round(logits[:100] * 64) / 64  # ties, within the margin
+    logits[:, 1] = logits.max() + 1  # the banned token is the largest
+    uniform = ops.convert_to_tensor(rng.uniform(size=(300, 1)).astype(np.float32))
+    settings = (temperature, top_k, top_p, top_p < 1.0, 1)
+    x = ops.convert_to_tensor(logits)
+    width = top_k + 9
+    raw = backend.sample_top_k_candidates(x, uniform, *settings, width)
+    assert raw is not None and raw.dtype == ops.convert_to_tensor(0, "int32").dtype
+    monkeypatch.setattr(backend, "sample_top_k_candidates", lambda *args: None)
+    np.testing.assert_array_equal(numpy(raw), numpy(sample_top_k(x, uniform, *settings)))
+    tied = np.zeros((2, 512), np.float32)  # 512 ties with the k-th largest
+    monkeypatch.undo()
+    assert backend.sample_top_k_candidates(ops.convert_to_tensor(tied), uniform[:2], *settings,
+                                           width) is None  # fmt: skip
