@@ -697,3 +697,231 @@ def _torch_attention_function():
             return (grad_query, grad_keys, grad_values, None, *grad_bias)
 
     return AttentionWithDropout
+
+
+# ---------------------------------------------------------------------------------------
+# Cached decoding: one call per attention sub-layer of a decoding step.
+#
+# Eager torch decoding runs each step op by op, and at 20 rows (one series)
+# the ~20 `keras.ops` calls of an attention sub-layer, each with its own
+# argument conversion, cost more than the products themselves. These
+# functions do a whole sub-layer of one decoding step: in raw torch when all
+# operands are floating torch tensors of one dtype and the cache position is
+# known (eager decoding), otherwise with `keras.ops` (JAX, where the loop is
+# compiled and XLA fuses the ops; traced indices). Both compute the same
+# operations in the same order, so the results agree to the last bit on
+# torch (`tests/layers/test_decoding_primitives.py`).
+# ---------------------------------------------------------------------------------------
+
+
+def decoding_self_attention(
+    hidden: Any,
+    projection: Any,
+    output_kernel: Any,
+    cache: tuple[Any, Any],
+    index: Any,
+    attended_length: int | None,
+    bias: Any,
+    num_heads: int,
+) -> tuple[Any, tuple[Any, Any]]:
+    """T5's cached self-attention for one new position per row (no scaling,
+    additive bias, softmax accumulated in float32).
+
+    The query, key and value of ``hidden`` come from one product with
+    ``projection``; the key and value are written into the cache at ``index``
+    (in place on torch, see `update_cache`); the query attends to the first
+    ``attended_length`` cache positions (all when `None`).
+
+    Args:
+        hidden: `(batch, 1, d_model)`, the normalised inputs.
+        projection: `(d_model, 3 · heads · d_kv)`, query, key and value kernels
+            side by side.
+        output_kernel: `(heads · d_kv, d_model)`.
+        cache: `(keys, values)`, each `(batch, heads, max_length, d_kv)`.
+        index: int (Python or scalar tensor), the position written.
+        attended_length: Python int or `None`.
+        bias: `(1, heads, 1, attended_length or max_length)` in the compute
+            dtype, position bias plus causal mask.
+        num_heads: int.
+
+    Returns:
+        `((batch, 1, d_model), (keys, values))`, the updated cache.
+
+    Example:
+
+    >>> import numpy as np
+    >>> ones = keras.ops.ones
+    >>> cache = (ones((2, 1, 4, 3)), ones((2, 1, 4, 3)))
+    >>> out, (keys, _) = decoding_self_attention(
+    ...     ones((2, 1, 5)), ones((5, 9)), ones((3, 5)), cache, 1, 2, ones((1, 1, 1, 2)), 1)
+    >>> tuple(out.shape), float(keras.ops.convert_to_numpy(keys)[0, 0, 1, 0])
+    ((2, 1, 5), 5.0)
+    """
+    keys, values = cache
+    position = concrete_int(index) if BACKEND == "torch" else None
+    tensors = (
+        None
+        if position is None
+        else _torch_floating_tensors(hidden, projection, output_kernel, keys, values, bias)
+    )
+    if tensors is not None:
+        import torch
+
+        hidden, projection, output_kernel, keys, values, bias = tensors
+        batch, inner = hidden.shape[0], output_kernel.shape[0]
+        length = keys.shape[2] if attended_length is None else attended_length
+        with torch.no_grad():
+            projected = (hidden @ projection).view(batch, 3, num_heads, 1, inner // num_heads)
+            keys[:, :, position : position + 1].copy_(projected[:, 1])
+            values[:, :, position : position + 1].copy_(projected[:, 2])
+            scores = projected[:, 0] @ keys[:, :, :length].transpose(2, 3) + bias
+            context = torch.softmax(scores, dim=-1) @ values[:, :, :length]
+            return context.view(batch, 1, inner) @ output_kernel, (keys, values)
+    ops = keras.ops
+    batch, inner = ops.shape(hidden)[0], ops.shape(output_kernel)[0]
+    projected = ops.reshape(
+        matmul(hidden, projection), (batch, 3, num_heads, 1, inner // num_heads)
+    )
+    keys = update_cache(keys, projected[:, 1], index, axis=2)
+    values = update_cache(values, projected[:, 2], index, axis=2)
+    attended_keys, attended_values = keys, values
+    if attended_length is not None:
+        attended_keys = keys[:, :, :attended_length]
+        attended_values = values[:, :, :attended_length]
+    scores = matmul(projected[:, 0], ops.swapaxes(attended_keys, 2, 3))
+    scores = scores + ops.cast(bias, scores.dtype)
+    context = matmul(softmax(scores), attended_values)  # (batch, heads, 1, d_kv)
+    return matmul(ops.reshape(context, (batch, 1, inner)), output_kernel), (keys, values)
+
+
+def decoding_cross_attention(
+    hidden: Any,
+    query_kernel: Any,
+    output_kernel: Any,
+    cache: tuple[Any, Any],
+    bias: Any,
+    num_heads: int,
+) -> Any:
+    """T5's cross-attention for one new position per row, over precomputed
+    encoder keys and values shared by consecutive rows (the samples of a
+    series).
+
+    Args:
+        hidden: `(batch, 1, d_model)`, the normalised inputs.
+        query_kernel: `(d_model, heads · d_kv)`.
+        output_kernel: `(heads · d_kv, d_model)`.
+        cache: `(keys, values)`: keys transposed `(kv_batch, heads, d_kv,
+            enc_len)`, values `(kv_batch, heads, enc_len, d_kv)`, where
+            `kv_batch` divides `batch`: each cache row serves `batch //
+            kv_batch` consecutive rows.
+        bias: broadcastable to `(kv_batch, heads, 1, enc_len)`, in the compute
+            dtype (the padding bias).
+        num_heads: int.
+
+    Returns:
+        `(batch, 1, d_model)`.
+
+    Example:
+
+    >>> ones = keras.ops.ones
+    >>> cache = (ones((1, 2, 3, 7)), ones((1, 2, 7, 3)))
+    >>> out = decoding_cross_attention(
+    ...     ones((4, 1, 5)), ones((5, 6)), ones((6, 5)), cache, ones((1, 1, 1, 7)), 2)
+    >>> tuple(out.shape)
+    (4, 1, 5)
+    """
+    keys, values = cache
+    tensors = None
+    if BACKEND == "torch":
+        tensors = _torch_floating_tensors(hidden, query_kernel, output_kernel, keys, values, bias)
+    if tensors is not None:
+        import torch
+
+        hidden, query_kernel, output_kernel, keys, values, bias = tensors
+        batch, kv_batch, inner = hidden.shape[0], keys.shape[0], output_kernel.shape[0]
+        with torch.no_grad():
+            query = (hidden @ query_kernel).view(kv_batch, batch // kv_batch, num_heads, -1)
+            scores = query.transpose(1, 2) @ keys + bias  # (kv_batch, heads, group, enc_len)
+            context = torch.softmax(scores, dim=-1) @ values  # (kv_batch, heads, group, d_kv)
+            return context.transpose(1, 2).reshape(batch, 1, inner) @ output_kernel
+    ops = keras.ops
+    batch, kv_batch, inner = ops.shape(hidden)[0], ops.shape(keys)[0], ops.shape(output_kernel)[0]
+    group = batch // kv_batch
+    query = ops.reshape(
+        matmul(hidden, query_kernel), (kv_batch, group, num_heads, inner // num_heads)
+    )
+    scores = matmul(ops.transpose(query, (0, 2, 1, 3)), keys)
+    scores = scores + ops.cast(bias, scores.dtype)
+    context = matmul(softmax(scores), values)  # (kv_batch, heads, group, d_kv)
+    if group != 1:
+        context = ops.transpose(context, (0, 2, 1, 3))
+    return matmul(ops.reshape(context, (batch, 1, inner)), output_kernel)
+
+
+def sample_top_k_candidates(
+    logits: Any,
+    uniform: Any,
+    temperature: Any,
+    top_k: int,
+    top_p: Any,
+    use_top_p: bool,
+    banned_token: int,
+    width: int,
+) -> Any:
+    """`generation.sample_top_k`'s draw from the `width` largest logits of
+    each row, in raw torch, op for op as there (the same tokens); `None`
+    where that function must run instead: on JAX, for tensors that are not
+    float32 torch tensors, and when the candidates are incomplete (more
+    than `width - top_k - 1` logits tie with the k-th largest), which takes
+    the full-vocabulary path. At 20 rows its ~35 `keras.ops` calls cost
+    about 1 ms per decoding step; these torch calls a fraction of that.
+
+    Args:
+        logits: float32 `(rows, vocab)`.
+        uniform: float32 `(rows, 1)` in [0, 1).
+        temperature, top_p: float scalars (Python or tensor).
+        top_k, use_top_p, banned_token: see `generation.sample_top_k`.
+        width: int, the number of candidates, `top_k + margin + 1`.
+
+    Returns:
+        int32 token ids `(rows,)`, or `None`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> logits = np.log(np.array([[0.1, 0.0, 0.6, 0.3, 0.0, 0.0]], "float32") + 1e-30)
+    >>> token = sample_top_k_candidates(keras.ops.convert_to_tensor(logits),
+    ...     keras.ops.convert_to_tensor([[0.8]]), 1.0, 2, 1.0, False, 1, 5)
+    >>> token is None or int(keras.ops.convert_to_numpy(token)[0]) == 3
+    True
+    """
+    if BACKEND != "torch":
+        return None
+    import torch
+
+    tensors = _torch_floating_tensors(logits, uniform)
+    if tensors is None or tensors[0].dtype != torch.float32:
+        return None
+    logits, uniform = tensors
+    with torch.no_grad():
+        raw, indices = torch.topk(logits, width, dim=-1)  # descending
+        values = torch.where(indices == banned_token, float("-inf"), raw) / temperature
+        ascending = torch.sort(values, dim=-1).values
+        kth_largest = ascending[:, width - top_k : width - top_k + 1]
+        if not bool(torch.all(raw[:, -1:] / temperature < kth_largest)):
+            return None
+        threshold = kth_largest
+        if use_top_p:
+            kept = torch.where(ascending < kth_largest, float("-inf"), ascending)
+            cumulative = torch.cumsum(torch.softmax(kept, dim=-1), dim=-1)
+            dropped = (cumulative[:, :-1] <= 1.0 - top_p).sum(dim=-1, keepdim=True)
+            threshold = torch.take_along_dim(kept, dropped, dim=-1)
+        weights = torch.where(values >= threshold, torch.exp(values - ascending[:, -1:]), 0.0)
+        order = torch.argsort(indices, dim=-1, stable=True)  # vocabulary order
+        weights = torch.take_along_dim(weights, order, dim=-1)
+        cumulative = torch.cumsum(weights, dim=-1)
+        index = (cumulative <= uniform * cumulative[:, -1:]).sum(dim=-1, keepdim=True)
+        positions = torch.arange(width, device=weights.device)[None, :]
+        last = torch.where(weights > 0, positions, 0).amax(dim=-1, keepdim=True)
+        index = torch.take_along_dim(order, torch.minimum(index, last), dim=-1)
+        return torch.take_along_dim(indices, index, dim=-1)[:, 0].to(torch.int32)

@@ -161,6 +161,12 @@ def sample_top_k(
             f"`top_k + margin + 1` must be at most the vocabulary size {vocab}. "
             f"Received: top_k={top_k}, margin={margin}"
         )
+    # Raw torch where it applies (the same ops, without keras.ops' overhead).
+    tokens = backend.sample_top_k_candidates(
+        logits, uniform, temperature, top_k, top_p, use_top_p, banned_token, width
+    )
+    if tokens is not None:
+        return tokens
     negative_infinity = float("-inf")
     raw, indices = ops.top_k(logits, width)  # descending, (rows, width)
     values = ops.where(indices == banned_token, negative_infinity, raw) / temperature

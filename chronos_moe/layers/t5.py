@@ -313,9 +313,10 @@ class T5Attention(keras.layers.Layer):
         cache_index: optional int scalar, where to write in the cache.
         attended_length: optional Python int. With a cache, attend only to its
             first `attended_length` positions (`attention_bias` then covers
-            those). Eager decoding passes `cache_index + 1`, so the unwritten
-            part of a fixed-size cache is not read; compiled decoding keeps the
-            static length and masks it.
+            those). `ChronosT5.decode_step` passes none: the whole cache is
+            contiguous and read in place, where a slice of it is strided
+            (copied by torch's bfloat16 products), so it attends to all of it
+            and masks the unwritten part.
         projection: optional `(d_model, 3 · heads · key_value_dim)`, the query,
             key and value kernels side by side, for cached self-attention
             (`cache_index` given): one product instead of three. A decoding
@@ -402,6 +403,12 @@ class T5Attention(keras.layers.Layer):
         training=False,
     ):
         batch, q_len = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
+        if cache is not None and q_len == 1 and not training and attention_bias is not None:
+            decoded = self._decoding_call(
+                hidden_states, attention_bias, cache, cache_index, attended_length, projection
+            )
+            if decoded is not None:
+                return decoded
         # Training with the backend's dropout (torch): one fused function from
         # the scores to the context, which takes the bias terms unsummed.
         fused = cache is None and self.dropout.uses_backend_dropout(training)
@@ -484,6 +491,37 @@ class T5Attention(keras.layers.Layer):
         weights = invoke(self.dropout, weights, training=training)
         context = backend.matmul(weights, attended_values)  # (kv_batch, heads, group·q_len, d_kv)
         return self._output(context, batch, q_len), (keys, values)
+
+    def _decoding_call(
+        self, hidden_states, attention_bias, cache, cache_index, attended_length, projection
+    ):
+        """One decoding step (one query per row, inference) of a cached
+        attention, as one backend call (`backend.decoding_self_attention`,
+        `backend.decoding_cross_attention`); `None` where those do not apply
+        (a self-attention cache without the fused `projection`)."""
+        attention_bias = cast_bias(attention_bias, hidden_states.dtype)
+        if cache_index is None:  # cross-attention over precomputed keys/values
+            outputs = backend.decoding_cross_attention(
+                hidden_states,
+                self.query.kernel,
+                self.output_dense.kernel,
+                cache,
+                attention_bias,
+                self.num_heads,
+            )
+            return outputs, cache
+        if projection is None:
+            return None
+        return backend.decoding_self_attention(
+            hidden_states,
+            projection,
+            self.output_dense.kernel,
+            cache,
+            cache_index,
+            attended_length,
+            attention_bias,
+            self.num_heads,
+        )
 
     def _output(self, context, batch, q_len):
         """The output projection of the per-head context `(kv_batch, heads,

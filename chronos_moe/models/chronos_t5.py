@@ -401,19 +401,19 @@ class ChronosT5(keras.Model):
         max_length = ops.shape(self_cache[0][0])[2]
         if constants is None:
             constants = self.decoding_constants(attention_mask, max_length)
-        # With a known index (eager decoding), only the positions written so
-        # far are read, rounded up to a multiple of 8 (fewer distinct shapes);
-        # compiled decoding keeps the static length. Later positions are masked.
+        # The whole fixed-size cache is attended to, the positions not yet
+        # written masked. It is contiguous, so the batched products read it in
+        # place; a slice of the written part would be strided, and torch's
+        # bfloat16 products copy such an operand first (640 rows: 3.2 ms
+        # against 0.65 ms per product; float32 3.1 against 1.7 ms).
         index = backend.concrete_int(cache_index)
         self_bias = constants["self_bias"]
         if index is None:
-            attended_length = None
             self_bias = ops.slice(
                 self_bias, (0, 0, cache_index, 0), (1, self.num_heads, 1, max_length)
             )
         else:
-            attended_length = min(max_length, (index + 8) // 8 * 8)
-            self_bias = self_bias[:, :, index : index + 1, :attended_length]
+            self_bias = self_bias[:, :, index : index + 1]
         hidden = invoke(self.shared, token_ids)
         new_cache = []
         for block, layer_cache, layer_cross, projection in zip(
@@ -427,7 +427,6 @@ class ChronosT5(keras.Model):
                 self_attention_cache=layer_cache,
                 cross_attention_cache=layer_cross,
                 cache_index=cache_index,
-                attended_length=attended_length,
                 self_attention_projection=projection,
             )
             new_cache.append(layer_cache)

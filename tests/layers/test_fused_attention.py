@@ -26,8 +26,10 @@ def test_fused_attention_matches_written_out_ops(dtype):
         return value.to(torch_dtype).requires_grad_(True)
 
     batch, heads, q_len, k_len, d = 3, 2, 7, 9, 4
-    query, keys_t, values = leaf(batch, heads, q_len, d), leaf(batch, heads, d, k_len), leaf(
-        batch, heads, k_len, d
+    query, keys_t, values = (
+        leaf(batch, heads, q_len, d),
+        leaf(batch, heads, d, k_len),
+        leaf(batch, heads, k_len, d),
     )
     position = leaf(1, heads, q_len, k_len)
     padding = torch.zeros(batch, 1, 1, k_len, dtype=torch_dtype)
