@@ -667,8 +667,9 @@ def _torch_attention_function():
             scores = torch.matmul(query, keys_transposed)
             for term in bias_terms:
                 scores.add_(term)
-            weights = torch.softmax(scores, dim=-1)
-            del scores
+            # In place where the inputs are no longer needed: a fresh tensor of
+            # this size costs more in page faults than the pass itself.
+            weights = torch._softmax(scores, -1, False, out=scores)
             drop = _torch_drop_mask(weights.shape, rate, weights.device)
             scale = 1.0 / (1.0 - dropout_rate_drawn(rate))
             context = torch.matmul(torch.where(drop, 0.0, weights), values).mul_(scale)
@@ -682,12 +683,17 @@ def _torch_attention_function():
             query, keys_transposed, values, weights, drop = ctx.saved_tensors
             grad = grad * ctx.scale
             needs = ctx.needs_input_grad
-            grad_values = None
+            grad_values, buffer = None, None
             if needs[2]:
-                grad_values = torch.matmul(torch.where(drop, 0.0, weights).transpose(-1, -2), grad)
-            grad_weights = torch.matmul(grad, values.transpose(-1, -2)).masked_fill_(drop, 0)
-            grad_scores = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
-            del grad_weights
+                buffer = torch.where(drop, 0.0, weights)  # the dropped weights again
+                grad_values = torch.matmul(buffer.transpose(-1, -2), grad)
+            # The buffer (where there is one) then holds the weights' gradient and
+            # the scores' gradient in turn (a row-wise kernel: in place is safe).
+            grad_scores = torch.matmul(grad, values.transpose(-1, -2), out=buffer)
+            grad_scores.masked_fill_(drop, 0)
+            torch._softmax_backward_data(
+                grad_scores, weights, -1, weights.dtype, grad_input=grad_scores
+            )
             grad_query = torch.matmul(grad_scores, keys_transposed.transpose(-1, -2))
             grad_keys = torch.matmul(query.transpose(-1, -2), grad_scores)
             grad_bias = [
