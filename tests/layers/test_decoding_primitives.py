@@ -10,7 +10,7 @@ from keras import ops
 
 from chronos_moe import backend
 from chronos_moe.layers.t5 import T5Attention, direct_layer_calls
-from chronos_moe.models.chronos_t5 import ChronosT5
+from tests.layers.helpers import small_model
 
 HEADS, D_KV, D_MODEL = 2, 4, 6
 
@@ -143,18 +143,6 @@ def test_cross_attention_step_fallback_equals_the_shortcut(monkeypatch):
     fast = run_cross_attention(case)
     monkeypatch.setattr(backend, "_torch_floating_tensors", lambda *values: None)
     np.testing.assert_allclose(run_cross_attention(case), fast, rtol=1e-6, atol=1e-6)
-
-
-def small_model(**overrides):
-    keras.utils.set_random_seed(0)
-    return ChronosT5.from_preset(
-        "tiny",
-        vocab_size=64,
-        num_layers=2,
-        tie_word_embeddings=False,
-        chronos_config={"n_tokens": 64, "context_length": 16, "prediction_length": 5},
-        **overrides,
-    )
 
 
 def decode_logits(model, steps=6, samples=3):

@@ -10,19 +10,7 @@ from keras import ops
 from chronos_moe import backend
 from chronos_moe.generation import generate_tokens
 from chronos_moe.layers.t5 import T5LayerNorm, direct_layer_calls, invoke
-from chronos_moe.models.chronos_t5 import ChronosT5
-
-
-def small_model(**overrides):
-    keras.utils.set_random_seed(0)
-    return ChronosT5.from_preset(
-        "tiny",
-        vocab_size=64,
-        num_layers=2,
-        tie_word_embeddings=False,
-        chronos_config={"n_tokens": 64, "context_length": 16, "prediction_length": 5},
-        **overrides,
-    )
+from tests.layers.helpers import small_model
 
 
 def inputs(batch=2, length=12, seed=0):
