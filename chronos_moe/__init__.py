@@ -1,8 +1,12 @@
 """chronos-moe: Chronos T5 forecasting models in Keras 3, with Mixture-of-Experts.
 
-Names are imported lazily: `import chronos_moe` does not import Keras yet, so a
-program (or the `chronos-moe --backend` option) can still choose the backend
-before the first model, layer or pipeline is touched. When Keras is already
+Importing the package chooses the Keras backend (`backend_choice.select_backend`:
+``KERAS_BACKEND`` if set, else torch when installed, else JAX) before any
+Keras import, so every `chronos_moe.*` module runs on torch or JAX whatever
+the order of its own imports. Names are imported lazily: `import chronos_moe`
+does not import Keras yet, so a program (or the `chronos-moe --backend`
+option) can still change ``KERAS_BACKEND`` before the first model, layer or
+pipeline is touched. When Keras is already
 imported, the backend is fixed anyway, and the Keras classes are registered at
 once so that `keras.saving.load_model` finds them; otherwise use
 `chronos_moe.load_model`, which registers them first.
@@ -13,6 +17,10 @@ from __future__ import annotations
 import importlib
 import sys
 from typing import TYPE_CHECKING, Any
+
+from chronos_moe.backend_choice import select_backend as _select_backend
+
+_select_backend()  # before anything in the package imports Keras
 
 __version__ = "0.1.0"
 

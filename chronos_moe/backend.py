@@ -2,8 +2,8 @@
 
 Everything else in chronos-moe is written with `keras.ops`. This module
 
-* chooses a backend before Keras is imported (``KERAS_BACKEND`` if set, else
-  torch if importable, else JAX) so that Keras never falls back to TensorFlow,
+* holds the backend chosen by `chronos_moe.backend_choice` (at package import,
+  before Keras is imported) as ``BACKEND``,
 * reports the backend and device (`backend_info`),
 * holds the little glue that cannot be expressed with `keras.ops` (or not
   fast enough): compiling a stateless function over a model's variables,
@@ -15,53 +15,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import importlib.util
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
-SUPPORTED_BACKENDS = ("torch", "jax")
-
-
-def select_backend() -> str:
-    """Sets ``KERAS_BACKEND`` to a usable backend before Keras is imported.
-
-    Returns:
-        The name of the backend Keras uses.
-
-    Raises:
-        RuntimeError: if Keras was already imported with a backend that
-            chronos-moe does not support, or none of torch and JAX is installed.
-    """
-    if "keras" in sys.modules:
-        import keras
-
-        active = keras.config.backend()
-        if active not in SUPPORTED_BACKENDS:
-            raise RuntimeError(
-                f"chronos-moe runs on the Keras backends {SUPPORTED_BACKENDS}, but Keras was "
-                f"already imported with backend={active!r}. Set KERAS_BACKEND=torch or "
-                "KERAS_BACKEND=jax before importing keras (or import chronos_moe first)."
-            )
-        return active
-    requested = os.environ.get("KERAS_BACKEND")
-    if requested:
-        if requested not in SUPPORTED_BACKENDS:
-            raise RuntimeError(
-                f"KERAS_BACKEND must be one of {SUPPORTED_BACKENDS} for chronos-moe. "
-                f"Received: KERAS_BACKEND={requested!r}"
-            )
-        return requested
-    for name in SUPPORTED_BACKENDS:
-        if importlib.util.find_spec(name) is not None:
-            os.environ["KERAS_BACKEND"] = name
-            return name
-    raise RuntimeError(
-        "chronos-moe needs torch or JAX: install one (`pip install chronos-moe[torch]` "
-        "or `pip install chronos-moe[jax]`)."
-    )
-
+from chronos_moe.backend_choice import SUPPORTED_BACKENDS, select_backend  # noqa: F401
 
 BACKEND = select_backend()
 

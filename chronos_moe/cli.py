@@ -90,13 +90,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _generate_data(args: argparse.Namespace) -> int:
-    from chronos_moe.data import (
-        generate_sample_series,
-        kernel_synth,
-        read_arrow,
-        tsmixup,
-        write_arrow,
-    )
+    # From the submodules, not `chronos_moe.data`: generating data never imports Keras.
+    from chronos_moe.data.arrow import read_arrow, write_arrow
+    from chronos_moe.data.mixup import tsmixup
+    from chronos_moe.data.synthetic import generate_sample_series, kernel_synth
 
     if args.input and args.kind != "tsmixup":
         raise ValueError(

@@ -8,10 +8,14 @@
 * `ChronosDataset`: tokenized batches for `model.fit` (`dataset.py`).
 * `generate_sample_series`, `kernel_synth` (`synthetic.py`) and `tsmixup` (`mixup.py`).
 * `DataError`: every data problem, named by file, row and field (`errors.py`).
+
+Only `ChronosDataset` needs Keras; it is imported on first use, so reading,
+writing and generating series (`chronos-moe generate-data`) never import Keras.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from chronos_moe.data.arrow import ArrowSeriesFile, read_arrow, write_arrow
-from chronos_moe.data.dataset import ChronosDataset
 from chronos_moe.data.errors import DataError
 from chronos_moe.data.mixup import tsmixup
 from chronos_moe.data.report import DataReport, SourceReport
@@ -38,3 +42,14 @@ __all__ = [
     "tsmixup",
     "write_arrow",
 ]
+
+if TYPE_CHECKING:
+    from chronos_moe.data.dataset import ChronosDataset
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ChronosDataset":
+        from chronos_moe.data.dataset import ChronosDataset
+
+        return ChronosDataset
+    raise AttributeError(f"module 'chronos_moe.data' has no attribute {name!r}")
