@@ -297,6 +297,7 @@ def _write_report(
     evaluation_paths: list[str],
     held_out: bool,
 ) -> Path:
+    from chronos_moe.backend import backend_info
     from chronos_moe.evaluation import (
         markdown_comparison,
         plot_expert_utilization,
@@ -307,13 +308,15 @@ def _write_report(
     plot_training_curves({run.name: run.log for run in runs}, output / "training_curves.png")
     dense_run, moe_run = runs
     files = ", ".join(f"`{Path(p).name}`" for p in evaluation_paths)
+    info = backend_info()
     lines = [
         "# Dense vs Mixture-of-Experts Chronos",
         "",
         f"Both runs: {dense.max_steps} steps, batch {dense.per_device_train_batch_size}, "
         f"context {dense.context_length}, prediction {dense.prediction_length}, seed {dense.seed}, "
         f"model `{dense.model_id}`. MoE: {moe.num_experts} experts, top-{moe.num_active_experts}, "
-        f"balance weight {moe.load_balancing_weight}.",
+        f"balance weight {moe.load_balancing_weight}. Keras backend {info['backend']} "
+        f"on {info['device']}.",
         "",
         "## Training",
         "",
