@@ -382,3 +382,22 @@ def test_pages_render_their_diagrams_and_formulas_in_a_browser(built_site, tmp_p
         rendered[name] = (diagrams, formulas)
     # The pages still hold what the check is about.
     assert rendered["index.html"][0] >= 1 and rendered["evaluation/index.html"][1] >= 10
+
+
+def test_no_placeholder_repository_url():
+    # The project has no public home yet: no link at all beats a link to a wrong one.
+    suffixes = {".md", ".toml", ".yml", ".yaml", ".py", ".cfg", ".txt", ".html"}
+    skip = {".git", ".venv", "site", "__pycache__"}
+    placeholder = "/".join(["chronos-moe"] * 2)  # github.com/<that>, spelled so to miss itself
+    for path in ROOT.rglob("*"):
+        if path.suffix in suffixes and not skip & set(path.relative_to(ROOT).parts):
+            text = path.read_text(errors="ignore")
+            assert placeholder not in text, f"{path.relative_to(ROOT)}"
+
+
+@pytest.mark.parametrize("name", ["performance.md", "reliability.md"])
+def test_user_pages_speak_of_behaviour_not_of_issues_or_commits(name):
+    text = (DOCS / name).read_text()
+    assert not re.search(r"\bissue\b|\bitems? \d", text, flags=re.IGNORECASE), name
+    assert not re.search(r"`[0-9a-f]{7,40}`", text), f"{name} cites a commit"
+    assert "benchmarks/RESULTS.md" not in re.findall(r'--8<-- "([^"]+)"', text)
