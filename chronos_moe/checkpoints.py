@@ -19,7 +19,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from chronos_moe.config import ChronosConfig
+from chronos_moe.config import ChronosConfig, check_model_family
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE
 
@@ -156,6 +156,10 @@ def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig]:
         raise CheckpointError(
             f"{config_path} must hold a JSON object. Received: {type(raw).__name__}"
         )
+    try:
+        check_model_family(raw)  # Chronos-Bolt and Chronos-2, named as such
+    except ValueError as error:
+        raise CheckpointError(f"{config_path}: {error}") from None
     if "chronos_config" not in raw:
         raise CheckpointError(
             f"{config_path} has no `chronos_config` block: not a Chronos checkpoint."

@@ -46,8 +46,8 @@ class ChronosConfig:
             )
         if self.model_type != "seq2seq":
             raise ValueError(
-                "chronos-moe supports encoder-decoder (T5) Chronos models, model_type='seq2seq'. "
-                f"Received: model_type={self.model_type!r}"
+                "chronos-moe loads Chronos T5 models, whose chronos_config has "
+                f"model_type='seq2seq'. Received: model_type={self.model_type!r}"
             )
         for name in ("context_length", "prediction_length", "num_samples", "top_k"):
             value = getattr(self, name)
@@ -81,7 +81,12 @@ class ChronosConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ChronosConfig:
-        """Builds the config from a ``chronos_config`` dict, naming unknown keys."""
+        """Builds the config from a ``chronos_config`` dict, naming unknown keys.
+
+        The block of a Chronos-Bolt or Chronos-2 checkpoint is refused as such
+        (`check_model_family`), not as a list of unknown keys.
+        """
+        check_model_family({"chronos_config": values})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -92,6 +97,60 @@ class ChronosConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# How the reference's other model families show in a checkpoint's config.json: their
+# `architectures`, `chronos_pipeline_class` and `chronos_config` keys (ChronosBoltConfig
+# and the Chronos-2 forecasting config); both read patches of the series and output quantiles.
+OTHER_FAMILIES: dict[str, dict[str, frozenset[str]]] = {
+    "Chronos-2": {
+        "names": frozenset({"Chronos2Model", "Chronos2Pipeline"}),
+        "keys": frozenset({"output_patch_size", "max_output_patches", "use_arcsinh"}),
+    },
+    "Chronos-Bolt": {
+        "names": frozenset({"ChronosBoltModelForForecasting", "ChronosBoltPipeline"}),
+        "keys": frozenset({"input_patch_size", "input_patch_stride", "quantiles", "use_reg_token"}),
+    },
+}
+
+
+def check_model_family(config: dict[str, Any]) -> None:
+    """Refuses the config of a Chronos-Bolt or Chronos-2 checkpoint, naming the family.
+
+    chronos-moe loads Chronos T5 checkpoints only. Looks at the top-level
+    `architectures` and `chronos_pipeline_class` of a `config.json` and at the
+    keys of its `chronos_config` block (Chronos-2 is checked first: its block
+    has the Bolt keys too).
+
+    Args:
+        config: dict. A checkpoint's `config.json`, or `{"chronos_config": block}`.
+
+    Example:
+
+    >>> check_model_family({"architectures": ["T5ForConditionalGeneration"]})
+    >>> check_model_family({"architectures": ["ChronosBoltModelForForecasting"]})
+    Traceback (most recent call last):
+    ...
+    ValueError: Chronos-Bolt checkpoints are not supported yet: ...
+    """
+    architectures = config.get("architectures")
+    named = [*architectures] if isinstance(architectures, list) else []
+    named.append(config.get("chronos_pipeline_class"))
+    classes = {name for name in named if isinstance(name, str)}
+    block = config.get("chronos_config")
+    keys = set(block) if isinstance(block, dict) else set()
+    for family, marks in OTHER_FAMILIES.items():
+        evidence = {
+            "model classes": classes & marks["names"],
+            "chronos_config keys": keys & marks["keys"],
+        }
+        for where, found in evidence.items():
+            if found:
+                raise ValueError(
+                    f"{family} checkpoints are not supported yet: chronos-moe loads Chronos T5 "
+                    "checkpoints only (amazon/chronos-t5-tiny, -mini, -small, -base, -large and "
+                    f"models trained from them). Received: {where} {sorted(found)}"
+                )
 
 
 # Shapes of the `google/t5-efficient-*` configs the released Chronos models were

@@ -12,11 +12,16 @@
 
 import dataclasses
 import doctest
+import hashlib
+import html
+import html.parser
 import importlib.util
 import inspect
+import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -192,3 +197,207 @@ def test_cli_reference_page_is_rendered_by_the_hook():
         "config",
         "files",
     }
+
+
+# The built site: nothing fetched from another host, and the pages render in a browser.
+
+# Pages of the built site rendered in a browser: the home page's diagram, the quickstart, the
+# MoE page, and the formulas of the evaluation page.
+SITE_PAGES = ["index.html", "quickstart/index.html", "moe/index.html", "evaluation/index.html"]
+REMOTE = r"(?:https?:)?//"
+REMOTE_CSS = re.compile(rf"(?:url\(\s*[\"']?|@import\s+[\"']){REMOTE}", flags=re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory) -> Path:
+    """The site as `mkdocs build --strict` writes it (a few seconds)."""
+    site = tmp_path_factory.mktemp("site")
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": path}
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)]
+    completed = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr
+    return site
+
+
+class _Resources(html.parser.HTMLParser):
+    """The scripts, stylesheets, fonts and other loaded resources a page names."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[tuple[str, str]] = []
+        self.styles: list[str] = []
+        self._in_style = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        rel = (attrs.get("rel") or "").lower()
+        if tag in ("script", "img", "iframe", "source", "audio", "video") and attrs.get("src"):
+            self.urls.append((tag, attrs["src"]))
+        elif tag == "link" and attrs.get("href") and rel not in ("next", "prev", "canonical"):
+            self.urls.append((f"link rel={rel}", attrs["href"]))
+        self._in_style = tag == "style"
+
+    def handle_data(self, data):
+        if self._in_style:
+            self.styles.append(data)
+
+    def handle_endtag(self, tag):
+        self._in_style = False
+
+
+def test_built_site_loads_nothing_from_another_host(built_site):
+    pages = sorted(built_site.rglob("*.html"))
+    assert len(pages) > 20
+    for page in pages:
+        parser = _Resources()
+        parser.feed(page.read_text())
+        name = page.relative_to(built_site)
+        for tag, url in parser.urls:
+            assert not re.match(REMOTE, url), f"{name}: <{tag}> loads {url}"
+            path = url.split("#")[0].split("?")[0]
+            # 404.html names its assets from the site root (served at any depth)
+            local = built_site / path[1:] if path.startswith("/") else page.parent / path
+            assert local.is_file(), f"{name}: <{tag}> names {url}, which is not in the site"
+        for style in parser.styles:
+            assert not REMOTE_CSS.search(style), f"{name}: an inline style loads from another host"
+    for stylesheet in built_site.rglob("*.css"):
+        found = REMOTE_CSS.search(stylesheet.read_text())
+        assert not found, f"{stylesheet.relative_to(built_site)} loads {found.group(0)}..."
+
+
+def test_vendored_scripts_are_the_pinned_files():
+    vendor = DOCS / "javascripts/vendor"
+    notice = (vendor / "NOTICE.txt").read_text()
+    pinned = dict(re.findall(r"^(\S+\.js)\n(?:    .*\n)*?    sha256 ([0-9a-f]{64})$", notice, re.M))
+    assert sorted(pinned) == sorted(p.name for p in vendor.glob("*.js"))
+    for name, digest in pinned.items():
+        assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name
+
+
+# Runs inside each page before Material's scripts: opens the shadow roots Material draws
+# the diagrams into, then reports what rendered once mermaid and MathJax are done.
+PROBE = """<script>
+(() => {
+  const attach = Element.prototype.attachShadow;
+  Element.prototype.attachShadow = function (init) {
+    return attach.call(this, { ...init, mode: "open" });
+  };
+  // Material takes the class off a diagram's <pre> while it draws it: find them by their text.
+  const rawDiagrams = () =>
+    [...document.querySelectorAll("pre")].filter((e) =>
+      /^\\s*(flowchart|graph|sequenceDiagram|classDiagram|stateDiagram)/.test(e.textContent),
+    );
+  const mathDone = () => !window.MathJax || !MathJax.startup || MathJax.startup.__done;
+  const report = () => {
+    const out = document.createElement("script");
+    out.type = "application/json";
+    out.id = "probe-report";
+    out.textContent = JSON.stringify({
+      rawDiagrams: rawDiagrams().map((e) => e.textContent),
+      diagrams: [...document.querySelectorAll("div.mermaid")].map((host) => {
+        const root = host.shadowRoot;
+        return root && root.querySelector("svg") ? root.textContent : "(no svg)";
+      }),
+      rawFormulas: [...document.querySelectorAll(".arithmatex")]
+        .filter((e) => !e.querySelector("mjx-container"))
+        .map((e) => e.textContent),
+      formulas: document.querySelectorAll(".arithmatex mjx-container").length,
+      mathErrors: document.querySelectorAll("mjx-merror").length,
+      remote: performance
+        .getEntriesByType("resource")
+        .map((e) => e.name)
+        .filter((url) => /^https?:/.test(url)),
+    });
+    document.body.append(out);
+  };
+  window.addEventListener("load", () => {
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+      MathJax.startup.promise.then(() => (MathJax.startup.__done = true));
+    }
+    const started = Date.now();
+    const poll = () => {
+      const pending = rawDiagrams().length > 0 || !mathDone();
+      if (pending && Date.now() - started < 10000) setTimeout(poll, 100);
+      else report();
+    };
+    poll();
+  });
+})();
+</script>"""
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def render(browser: str, page: Path, profile: Path) -> dict:
+    """The probe's report for `page`, rendered by headless Chromium from the file."""
+    probe = page.with_name(f"probe-{page.name}")
+    probe.write_text(page.read_text().replace("<head>", "<head>" + PROBE, 1))
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=30000",
+        "--dump-dom",
+        probe.as_uri(),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    found = re.search(
+        r'<script type="application/json" id="probe-report">(.*?)</script>',
+        completed.stdout,
+        flags=re.DOTALL,
+    )
+    assert found, f"{page}: no report from the browser\n{completed.stderr[-2000:]}"
+    return json.loads(found.group(1))
+
+
+def test_pages_render_their_diagrams_and_formulas_in_a_browser(built_site, tmp_path):
+    # CI installs Chromium (.ci/run) and sets CI: there the check runs or fails, never skips.
+    browser = chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is needed to check the rendered docs (apt-get install chromium)")
+        pytest.skip("no Chromium to render the docs with (apt-get install chromium)")
+    rendered = {}
+    for name in SITE_PAGES:
+        page = (built_site / name).read_text()
+        diagrams, formulas = page.count('<pre class="mermaid">'), page.count('class="arithmatex"')
+        report = render(browser, built_site / name, tmp_path / "profile")
+        assert report["rawDiagrams"] == [], f"{name}: Mermaid source left as text"
+        assert len(report["diagrams"]) == diagrams, name
+        for text in report["diagrams"]:
+            assert text != "(no svg)" and "Syntax error" not in text, f"{name}: {text[:200]}"
+        assert report["rawFormulas"] == [], f"{name}: TeX left as text"
+        assert report["formulas"] == formulas and report["mathErrors"] == 0, name
+        assert report["remote"] == [], f"{name}: fetched {report['remote']}"
+        rendered[name] = (diagrams, formulas)
+    # The pages still hold what the check is about.
+    assert rendered["index.html"][0] >= 1 and rendered["evaluation/index.html"][1] >= 10
+
+
+def test_no_placeholder_repository_url():
+    # The project has no public home yet: no link at all beats a link to a wrong one.
+    suffixes = {".md", ".toml", ".yml", ".yaml", ".py", ".cfg", ".txt", ".html"}
+    skip = {".git", ".venv", "site", "__pycache__"}
+    placeholder = "/".join(["chronos-moe"] * 2)  # github.com/<that>, spelled so to miss itself
+    for path in ROOT.rglob("*"):
+        if path.suffix in suffixes and not skip & set(path.relative_to(ROOT).parts):
+            text = path.read_text(errors="ignore")
+            assert placeholder not in text, f"{path.relative_to(ROOT)}"
+
+
+@pytest.mark.parametrize("name", ["performance.md", "reliability.md"])
+def test_user_pages_speak_of_behaviour_not_of_issues_or_commits(name):
+    text = (DOCS / name).read_text()
+    assert not re.search(r"\bissue\b|\bitems? \d", text, flags=re.IGNORECASE), name
+    assert not re.search(r"`[0-9a-f]{7,40}`", text), f"{name} cites a commit"
+    assert "benchmarks/RESULTS.md" not in re.findall(r'--8<-- "([^"]+)"', text)
