@@ -151,7 +151,10 @@ def _generate_data(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     _check_files("--data", args.data)
-    _check_output_file("--output", args.output)
+    if args.output.is_dir():  # (a missing directory is created)
+        raise ValueError(
+            f"argument --output: {args.output} is a directory. Received: --output {args.output}"
+        )
     from chronos_moe.evaluation import run_evaluate
 
     run_evaluate(

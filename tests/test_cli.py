@@ -141,7 +141,7 @@ def subcommands():
         (["evaluate", "--model", "m", "--data", "{tmp}/d.arrow", "--prediction-length", "4"],
          "--data", "{tmp}/d.arrow does not exist"),
         (["evaluate", "--model", "m", "--data", "{data}", "--prediction-length", "4",
-          "--output", "{tmp}/no/s.csv"], "--output", "the directory {tmp}/no does not exist"),
+          "--output", "{tmp}"], "--output", "{tmp} is a directory"),
         (["analyze-experts", "--model", "m", "--data", "{data}", "--examples-per-expert", "-1"],
          "--examples-per-expert", "between 1 and 20. Received: -1"),
         (["analyze-experts", "--model", "m", "--data", "{data}", "--batch-size", "0"],
