@@ -152,11 +152,13 @@ def plot_forecast(
         "forecast start",
         (start, 1),
         xycoords=("data", "axes fraction"),
-        xytext=(3, -3),
+        xytext=(-3, -3),
         textcoords="offset points",
+        ha="right",
         va="top",
         fontsize="small",
-        color="grey",
+        color="dimgrey",
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
     )
     axes.set(xlabel="time step", ylabel=ylabel)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
@@ -205,7 +207,7 @@ def plot_training_curves(
     ce_axes.set(
         xlabel="training step",
         ylabel="training cross-entropy",
-        title="Training loss (mean over each logging interval)",
+        title="Training cross-entropy (mean of each logging interval)",
     )
     ce_axes.legend(fontsize="small")
     lb_axes.set(
@@ -333,7 +335,8 @@ def plot_expert_examples(
                 axes.set_title(titles[row][column], fontsize="x-small")
             if column == 0:
                 axes.set_ylabel(f"expert {experts[row]}\nvalue", fontsize="small")
-            if position == len(used) - 1:
+            if all(len(examples[below]) <= column for below in used[position + 1 :]):
+                # The lowest plot of its column.
                 axes.set_xlabel("time step (of the context)", fontsize="x-small")
     if not used:
         grid[0, 0].axis("off")
