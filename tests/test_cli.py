@@ -426,6 +426,7 @@ def test_evaluate_prints_the_table_and_writes_csv(comparison, kind, tmp_path, ca
     )  # fmt: skip
     assert status == 0
     assert "aggregate (2 datasets)" in out and "Aggregate relative score" in out
+    assert "\x1b" not in out and "\r" not in out and "\b" not in out  # no bar: not a terminal
     with open(csv_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["dataset"] for row in rows] == ["test", "train", "aggregate (geometric mean)"]
