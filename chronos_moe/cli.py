@@ -71,6 +71,11 @@ def _train(args: argparse.Namespace) -> int:
     config = _load_config(args.config, args)  # a bad config exits here: nothing created
     if args.resume_from and (args.resume or args.overwrite):
         raise ValueError("--resume-from names the checkpoint to resume; drop --resume/--overwrite")
+    if args.resume_from and not args.resume_from.is_dir():
+        raise ValueError(
+            f"argument --resume-from: {args.resume_from} is not a checkpoint directory "
+            f"(.../checkpoints/step-N). Received: --resume-from {args.resume_from}"
+        )
     from chronos_moe.training.lock import OutputLock
 
     # The lock before Keras is imported: a second run on this directory exits at once.
@@ -500,8 +505,12 @@ def main(argv: list[str] | None = None) -> int:
     arguments are checked before any model is built or file written. Warnings
     are printed as one line each, without Python source lines.
     """
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named by the sub-command, with its usage, not by `chronos-moe`
+            (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exit:  # --help, --version (0) and bad arguments (2)
         return exit.code
     if getattr(args, "backend", None):

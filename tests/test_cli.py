@@ -149,6 +149,12 @@ def subcommands():
         (["analyze-experts", "--model", "m", "--data", "{tmp}/d.arrow"], "--data",
          "does not exist"),
         (["init-config", "big"], "kind", "invalid choice: 'big'"),
+        (["train", "--config", "{config}", "--resume-from", "{tmp}/step-9"], "--resume-from",
+         "{tmp}/step-9 is not a checkpoint directory"),
+        (["train", "--config", "{config}", "--resume", "--resume-from", "{tmp}"], "--resume-from",
+         "drop --resume/--overwrite"),
+        (["train", "--config", "{config}", "--max-steps", "3"], "--max-steps",
+         "unrecognized arguments"),
     ],
 )  # fmt: skip
 def test_bad_arguments_fail_fast_naming_the_argument(argv, option, message, tmp_path, capsys):
@@ -156,9 +162,11 @@ def test_bad_arguments_fail_fast_naming_the_argument(argv, option, message, tmp_
     built: every argument is checked before any heavy work."""
     data = tmp_path / "data.arrow"
     data.write_bytes(b"")  # exists; never read
+    config = tmp_path / "config.yaml"
+    config.write_text(f"training_data_paths: [{data}]\noutput_dir: run\n")
     workdir = tmp_path / "cwd"
     workdir.mkdir()
-    names = {"tmp": tmp_path, "data": data}
+    names = {"tmp": tmp_path, "data": data, "config": config}
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)  # default output paths land here
         started = time.perf_counter()
@@ -169,7 +177,7 @@ def test_bad_arguments_fail_fast_naming_the_argument(argv, option, message, tmp_
     assert option.format(**names) in line and message.format(**names) in line, line
     assert line.startswith(f"chronos-moe {argv[0]}: error: ")
     assert out == "" and "Traceback" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "data.arrow"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "cwd", "data.arrow"]
     assert list(workdir.iterdir()) == []
     assert seconds < 2.0
 
