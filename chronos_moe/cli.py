@@ -121,11 +121,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _generate_data(args: argparse.Namespace) -> int:
-    # From the submodules, not `chronos_moe.data`: generating data never imports Keras.
-    from chronos_moe.data.arrow import read_arrow, write_arrow
-    from chronos_moe.data.mixup import tsmixup
-    from chronos_moe.data.synthetic import generate_sample_series, kernel_synth
-
     _check_output_file("--output", args.output)
     if args.input and args.kind != "tsmixup":
         raise ValueError(
@@ -133,6 +128,11 @@ def _generate_data(args: argparse.Namespace) -> int:
             f"Received: --kind {args.kind} --input {' '.join(map(str, args.input))}"
         )
     _check_files("--input", args.input)
+    # From the submodules, not `chronos_moe.data`: generating data never imports Keras.
+    from chronos_moe.data.arrow import read_arrow, write_arrow
+    from chronos_moe.data.mixup import tsmixup
+    from chronos_moe.data.synthetic import generate_sample_series, kernel_synth
+
     if args.kind == "sample":
         series = generate_sample_series(args.num_series, args.length, seed=args.seed)
     elif args.kind == "kernel-synth":
@@ -223,9 +223,8 @@ class _HelpFormatter(argparse.HelpFormatter):
             return text
         if action.required:
             return f"{text} (required)"
-        if action.default is None or action.default is False or "default:" in text:
-            return text
-        if action.default == argparse.SUPPRESS:
+        no_default = action.default is None or action.default is False  # (`is`: 0 is a default)
+        if no_default or action.default == argparse.SUPPRESS or "default:" in text:
             return text
         return f"{text} (default: %(default)s)"
 
