@@ -562,16 +562,22 @@ def write_atomically(target: Path, write) -> None:
     """Writes `target` all at once: `write(temporary_path)` fills a temporary file
     beside it, which is fsynced and renamed over `target`, so a reader (or a
     crash) never sees a half-written file and an earlier `target` survives a
-    failed write."""
-    handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
-    os.close(handle)
+    failed write. An `OSError` names `target`, not the temporary file."""
+    temporary = None
     try:
+        handle, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        )
+        os.close(handle)
         write(temporary)
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, target)
+    except OSError as error:
+        name = os.path.basename(str(error.filename or ""))
+        if not (name.startswith(f".{target.name}.") and name.endswith(".tmp")):
+            raise  # about another path (or none)
+        raise OSError(error.errno, error.strerror, str(target)) from error
     finally:
-        if os.path.exists(temporary):
+        if temporary is not None and os.path.exists(temporary):
             os.remove(temporary)

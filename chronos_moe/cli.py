@@ -1,5 +1,5 @@
 """The `chronos-moe` command line: train, compare, generate-data, evaluate,
-analyze-experts.
+analyze-experts, init-config.
 
 The backend (`--backend`, else a config's `backend` key, else
 `$KERAS_BACKEND`) is set before Keras is imported, so every sub-command imports
@@ -13,9 +13,12 @@ Example (the whole demo: train dense and MoE on generated data, write a report):
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
+import textwrap
+import warnings
 from pathlib import Path
 
 
@@ -41,10 +44,38 @@ def _load_config(path: Path, args: argparse.Namespace):
     return config
 
 
+# `init-config` kinds -> the bundled sample configs (chronos_moe/configs).
+INIT_CONFIGS = {"dense": "chronos-t5-tiny-sample.yaml", "moe": "chronos-t5-tiny-moe-sample.yaml"}
+
+
+def _check_files(option: str, paths: list[Path] | None) -> None:
+    """Each of `paths` is an existing file; checked before any heavy work."""
+    for path in paths or ():
+        if not path.is_file():
+            problem = "is a directory" if path.is_dir() else "does not exist"
+            raise ValueError(f"argument {option}: {path} {problem}. Received: {option} {path}")
+
+
+def _check_output_file(option: str, path: Path) -> None:
+    """`path` can be written: its directory exists and it is not a directory."""
+    if path.is_dir():
+        raise ValueError(f"argument {option}: {path} is a directory. Received: {option} {path}")
+    if not path.parent.is_dir():
+        raise ValueError(
+            f"argument {option}: the directory {path.parent} does not exist. "
+            f"Received: {option} {path}"
+        )
+
+
 def _train(args: argparse.Namespace) -> int:
     config = _load_config(args.config, args)  # a bad config exits here: nothing created
     if args.resume_from and (args.resume or args.overwrite):
         raise ValueError("--resume-from names the checkpoint to resume; drop --resume/--overwrite")
+    if args.resume_from and not args.resume_from.is_dir():
+        raise ValueError(
+            f"argument --resume-from: {args.resume_from} is not a checkpoint directory "
+            f"(.../checkpoints/step-N). Received: --resume-from {args.resume_from}"
+        )
     from chronos_moe.training.lock import OutputLock
 
     # The lock before Keras is imported: a second run on this directory exits at once.
@@ -90,16 +121,18 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _generate_data(args: argparse.Namespace) -> int:
-    # From the submodules, not `chronos_moe.data`: generating data never imports Keras.
-    from chronos_moe.data.arrow import read_arrow, write_arrow
-    from chronos_moe.data.mixup import tsmixup
-    from chronos_moe.data.synthetic import generate_sample_series, kernel_synth
-
+    _check_output_file("--output", args.output)
     if args.input and args.kind != "tsmixup":
         raise ValueError(
             "--input is read by --kind tsmixup only (the series to mix). "
             f"Received: --kind {args.kind} --input {' '.join(map(str, args.input))}"
         )
+    _check_files("--input", args.input)
+    # From the submodules, not `chronos_moe.data`: generating data never imports Keras.
+    from chronos_moe.data.arrow import read_arrow, write_arrow
+    from chronos_moe.data.mixup import tsmixup
+    from chronos_moe.data.synthetic import generate_sample_series, kernel_synth
+
     if args.kind == "sample":
         series = generate_sample_series(args.num_series, args.length, seed=args.seed)
     elif args.kind == "kernel-synth":
@@ -122,6 +155,11 @@ def _generate_data(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    _check_files("--data", args.data)
+    if args.output.is_dir():  # (a missing directory is created)
+        raise ValueError(
+            f"argument --output: {args.output} is a directory. Received: --output {args.output}"
+        )
     from chronos_moe.evaluation import run_evaluate
 
     run_evaluate(
@@ -138,6 +176,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _analyze_experts(args: argparse.Namespace) -> int:
+    _check_files("--data", args.data)
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise ValueError(
+            f"argument --output-dir: {args.output_dir} is a file. "
+            f"Received: --output-dir {args.output_dir}"
+        )
     from chronos_moe.evaluation import run_analyze_experts
 
     run_analyze_experts(
@@ -150,16 +194,106 @@ def _analyze_experts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init_config(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    text = resources.files("chronos_moe.configs").joinpath(INIT_CONFIGS[args.kind]).read_text()
+    sys.stdout.write(text)
+    return 0
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps each line of a description on its own (indented lines, such as
+    examples, stay as written), and ends each option's help with its default
+    (`argparse.ArgumentDefaultsHelpFormatter` would also print `(default: None)`
+    and `(default: False)`; options without a default say in their help what
+    happens instead)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(
+            indent + line
+            if line[:1].isspace() or not line
+            else textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent)
+            for line in text.splitlines()
+        )
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings:  # a positional argument
+            return text
+        if action.required:
+            return f"{text} (required)"
+        no_default = action.default is None or action.default is False  # (`is`: 0 is a default)
+        if no_default or action.default == argparse.SUPPRESS or "default:" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _int_type(low: int, high: int | None = None):
+    """An argparse `type`: an integer in `[low, high]`. A value out of range
+    ends the command at parse time (exit status 2) naming the option."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer. Received: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            expected = f">= {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be an integer {expected}. Received: {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse's "invalid integer value" if parse itself fails
+    parse.expected = f">= {low}" if high is None else f"{low}–{high}"  # for the docs' table
+    return parse
+
+
+POSITIVE = _int_type(1)
+SEED = _int_type(0, 2**32 - 1)  # numpy's seed range
+EXAMPLES_PER_EXPERT = _int_type(1, 20)
+
+
+def _add_command(commands, name: str, summary: str, description: str, example: str):
+    """A sub-command with its one-line summary (in `chronos-moe --help`), a
+    description and an example (in `chronos-moe NAME --help`)."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="example:\n" + "\n".join(f"  {line}" for line in example.strip().splitlines()),
+        formatter_class=_HelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
+    from chronos_moe import __version__
+
     parser = argparse.ArgumentParser(
         prog="chronos-moe",
-        description="Chronos T5 forecasting models with Mixture-of-Experts, in Keras 3.",
+        description="Chronos T5 forecasting models with Mixture-of-Experts, in Keras 3. "
+        "`chronos-moe COMMAND --help` describes a command.",
+        epilog="example:\n  chronos-moe compare --quick    # train dense and MoE, write a report",
+        formatter_class=_HelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a dense or MoE model from a YAML config")
-    train.add_argument("--config", required=True, type=Path, help="YAML training config")
+    train = _add_command(
+        commands,
+        "train",
+        "train a dense or MoE model from a YAML config",
+        "Trains a model as the YAML config says and writes checkpoints, logs and the final "
+        "model into its `output_dir`.\nThe config, the output directory's lock and the data are "
+        "checked before the model is built.\n`chronos-moe init-config moe` prints a config to "
+        "start from.",
+        "chronos-moe init-config moe > my-moe.yaml\n"
+        "chronos-moe train --config my-moe.yaml\n"
+        "chronos-moe train --config my-moe.yaml --resume    # after an interruption",
+    )
+    train.add_argument(
+        "--config", required=True, type=Path, metavar="YAML", help="YAML training config"
+    )
     train.add_argument(
         "--resume",
         action="store_true",
@@ -169,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume-from",
         type=Path,
         metavar="PATH",
-        help="continue from this checkpoint (.../checkpoints/step-N) or fail; no fall-back",
+        help="continue from this checkpoint (.../checkpoints/step-N) or fail; no fall-back "
+        "(default: none, start at step 0 unless --resume)",
     )
     train.add_argument(
         "--overwrite", action="store_true", help="replace an output directory of another run"
@@ -177,71 +312,210 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend(train)
     train.set_defaults(handler=_train)
 
-    compare = commands.add_parser(
-        "compare", help="train dense and MoE on the same data and write a report"
+    compare = _add_command(
+        commands,
+        "compare",
+        "train dense and MoE on the same data and write a report",
+        "Trains a dense and a MoE model on the same data, seed and steps, evaluates both "
+        "against the Naive baselines on held-out points, analyses the MoE routing, and "
+        "writes report.md with its figures into --output-dir.\nWithout configs it uses the "
+        "bundled sample configs on generated demo data.",
+        "chronos-moe compare --quick --output-dir compare-output",
     )
-    compare.add_argument("--dense-config", type=Path, help="dense config (default: sample)")
-    compare.add_argument("--moe-config", type=Path, help="MoE config (default: sample)")
-    compare.add_argument("--output-dir", type=Path, default=Path("compare-output"))
-    compare.add_argument("--quick", action="store_true", help="small, few-minute version")
+    compare.add_argument(
+        "--dense-config",
+        type=Path,
+        metavar="YAML",
+        help="dense config (default: the MoE config with `use_moe: false`, else the sample)",
+    )
+    compare.add_argument(
+        "--moe-config",
+        type=Path,
+        metavar="YAML",
+        help="MoE config (default: the dense config with `use_moe: true`, else the sample)",
+    )
+    compare.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("compare-output"),
+        metavar="DIR",
+        help="where the report goes",
+    )
+    compare.add_argument(
+        "--quick", action="store_true", help="small, few-minute version (100 steps each)"
+    )
     compare.add_argument("--overwrite", action="store_true", help="replace earlier results")
     compare.add_argument(
-        "--num-samples", type=int, help="sample paths per forecast (default: the model's)"
+        "--num-samples",
+        type=POSITIVE,
+        metavar="N",
+        help="sample paths per forecast (default: the model's, 20)",
     )
     _add_backend(compare)
     compare.set_defaults(handler=_compare)
 
-    generate = commands.add_parser("generate-data", help="write synthetic series to an Arrow file")
-    generate.add_argument("--kind", choices=("sample", "kernel-synth", "tsmixup"), default="sample")
-    generate.add_argument("--num-series", type=int, default=50)
-    generate.add_argument("--length", type=int, default=150, help="(maximum) series length")
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument(
-        "--input", type=Path, nargs="+", help="tsmixup: Arrow files to mix (default: demo series)"
+    generate = _add_command(
+        commands,
+        "generate-data",
+        "write synthetic series to an Arrow file",
+        "Writes generated series to an Arrow file in the GluonTS/Chronos layout, for "
+        "training or evaluation. Kinds:\n"
+        "  sample        sums of seasonal patterns, trends and noise (the demo data)\n"
+        "  kernel-synth  Gaussian-process samples from random kernel combinations "
+        "(KernelSynth)\n"
+        "  tsmixup       convex mixes of --input series (TSMixup)\n"
+        "The same --seed gives the same file.",
+        "chronos-moe generate-data --kind kernel-synth --num-series 1000 --length 1024 "
+        "--output ks.arrow",
     )
-    generate.add_argument("--output", type=Path, required=True)
+    generate.add_argument(
+        "--kind",
+        choices=("sample", "kernel-synth", "tsmixup"),
+        default="sample",
+        help="generator",
+    )
+    generate.add_argument(
+        "--num-series", type=POSITIVE, default=50, metavar="N", help="series to write"
+    )
+    generate.add_argument(
+        "--length", type=POSITIVE, default=150, metavar="N", help="(maximum) series length"
+    )
+    generate.add_argument(
+        "--seed", type=SEED, default=0, help="random seed; the same seed writes the same series"
+    )
+    generate.add_argument(
+        "--input",
+        type=Path,
+        nargs="+",
+        metavar="ARROW",
+        help="tsmixup: Arrow files to mix (default: generated demo series)",
+    )
+    generate.add_argument(
+        "--output", type=Path, required=True, metavar="ARROW", help="the Arrow file to write"
+    )
     generate.set_defaults(handler=_generate_data)
 
-    evaluate = commands.add_parser(
-        "evaluate", help="WQL and MASE of a model and the Naive baselines on Arrow files"
+    evaluate = _add_command(
+        commands,
+        "evaluate",
+        "WQL and MASE of a model and the Naive baselines on Arrow files",
+        "Forecasts the last --prediction-length points of every series of each Arrow file "
+        "and scores the forecasts (weighted quantile loss, mean absolute scaled error) "
+        "against the Naive and Seasonal Naive baselines, as the Chronos benchmark does. "
+        "Prints a table and writes it as CSV.",
+        "chronos-moe evaluate --model output/my-moe/final --data test.arrow --prediction-length 24",
     )
     evaluate.add_argument(
-        "--model", required=True, help="checkpoint dir or hub id (or naive, seasonal_naive)"
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help="checkpoint dir or hub id (or naive, seasonal_naive)",
     )
-    evaluate.add_argument("--data", required=True, nargs="+", type=Path, help="Arrow files")
-    evaluate.add_argument("--prediction-length", required=True, type=int)
     evaluate.add_argument(
-        "--seasonality", type=int, help="MASE seasonality (default: from each file's freq)"
+        "--data", required=True, nargs="+", type=Path, metavar="ARROW", help="Arrow files"
     )
-    evaluate.add_argument("--output", type=Path, default=Path("evaluation.csv"), help="CSV path")
-    evaluate.add_argument("--batch-size", type=int, default=256)
-    evaluate.add_argument("--num-samples", type=int, help="default: the model's")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--prediction-length",
+        required=True,
+        type=POSITIVE,
+        metavar="N",
+        help="points to forecast at the end of each series",
+    )
+    evaluate.add_argument(
+        "--seasonality",
+        type=POSITIVE,
+        metavar="N",
+        help="MASE seasonality (default: from each file's freq)",
+    )
+    evaluate.add_argument(
+        "--output",
+        type=Path,
+        default=Path("evaluation.csv"),
+        metavar="CSV",
+        help="where the scores are written",
+    )
+    evaluate.add_argument(
+        "--batch-size", type=POSITIVE, default=256, metavar="N", help="series per forecast call"
+    )
+    evaluate.add_argument(
+        "--num-samples",
+        type=POSITIVE,
+        metavar="N",
+        help="sample paths per forecast (default: the model's)",
+    )
+    evaluate.add_argument("--seed", type=SEED, default=0, help="random seed of the sampling")
     _add_backend(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
-    analyze = commands.add_parser(
-        "analyze-experts", help="routing report of a MoE model on Arrow files"
+    analyze = _add_command(
+        commands,
+        "analyze-experts",
+        "routing report of a MoE model on Arrow files",
+        "Routes every series of the Arrow files through a MoE model's router and writes a "
+        "report into --output-dir: how evenly the experts are used, how confident the router "
+        "is, what kind of series each expert attracts, and example series per expert "
+        "(report.md, PNG figures, routing.csv).",
+        "chronos-moe analyze-experts --model output/my-moe/final --data test.arrow "
+        "--output-dir experts",
     )
-    analyze.add_argument("--model", required=True, help="MoE checkpoint dir")
-    analyze.add_argument("--data", required=True, nargs="+", type=Path, help="Arrow files")
-    analyze.add_argument("--output-dir", type=Path, default=Path("expert-analysis"))
-    analyze.add_argument("--batch-size", type=int, default=256)
-    analyze.add_argument("--examples-per-expert", type=int, default=3)
+    analyze.add_argument("--model", required=True, metavar="DIR", help="MoE checkpoint dir")
+    analyze.add_argument(
+        "--data", required=True, nargs="+", type=Path, metavar="ARROW", help="Arrow files"
+    )
+    analyze.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("expert-analysis"),
+        metavar="DIR",
+        help="where the report goes",
+    )
+    analyze.add_argument(
+        "--batch-size", type=POSITIVE, default=256, metavar="N", help="series per routing call"
+    )
+    analyze.add_argument(
+        "--examples-per-expert",
+        type=EXAMPLES_PER_EXPERT,
+        default=3,
+        metavar="N",
+        help="example series drawn for each expert, 1-20",
+    )
     _add_backend(analyze)
     analyze.set_defaults(handler=_analyze_experts)
+
+    init = _add_command(
+        commands,
+        "init-config",
+        "print a sample training config (YAML) to start from",
+        "Prints one of the bundled sample training configs (Chronos-T5 tiny, dense or with "
+        "4 experts) to stdout. Edit `training_data_paths` and `output_dir`; "
+        "docs/configuration.md explains every key.",
+        "chronos-moe init-config moe > my-moe.yaml",
+    )
+    init.add_argument("kind", choices=tuple(INIT_CONFIGS), help="dense model or Mixture-of-Experts")
+    init.set_defaults(handler=_init_config)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `chronos-moe` command.
 
-    Bad input (configs, data, arguments, an occupied output directory) ends with
-    a one-line `chronos-moe <command>: error: ...` on stderr and exit status 2.
+    Bad input (arguments, configs, data, an occupied output directory) ends with
+    a one-line `chronos-moe <command>: error: ...` on stderr and exit status 2;
+    arguments are checked before any model is built or file written. Warnings
+    are printed as one line each, without Python source lines.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named by the sub-command, with its usage, not by `chronos-moe`
+            (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as exit:  # --help, --version (0) and bad arguments (2)
+        return exit.code
     if getattr(args, "backend", None):
         os.environ["KERAS_BACKEND"] = args.backend
+    show_warning = warnings.showwarning
+    warnings.showwarning = functools.partial(_show_warning, args.command)
     try:
         return args.handler(args)
     except (ValueError, OSError, FloatingPointError) as error:
@@ -252,6 +526,13 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(error, RunError):
             raise
         return _report(args, error)
+    finally:
+        warnings.showwarning = show_warning
+
+
+def _show_warning(command, message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 (warnings.showwarning's signature)
+    """A warning as one line: `chronos-moe train: warning: ... (ExpertCollapseWarning)`."""
+    print(f"chronos-moe {command}: warning: {message} ({category.__name__})", file=sys.stderr)
 
 
 def _report(args: argparse.Namespace, error: Exception) -> int:

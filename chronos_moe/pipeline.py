@@ -30,6 +30,63 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _seed(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+        raise TypeError(f"`seed` must be an integer or None. Received: seed={value!r}")
+    return None if value is None else int(value)
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{name}` must be a number. Received: {name}={value!r}")
+    return float(value)
+
+
+def _quantile_levels(levels: Any) -> np.ndarray:
+    """`levels` as a float64 array, checked: a non-empty 1-D sequence of numbers in (0, 1)."""
+    expected = "a list of numbers in (0, 1), such as [0.1, 0.5, 0.9]"
+    if isinstance(levels, (str, bytes)) or np.ndim(levels) != 1:
+        raise TypeError(
+            f"`quantile_levels` must be {expected}. Received: quantile_levels={levels!r}"
+        )
+    array = np.asarray(levels)
+    numeric = array.dtype.kind in "iuf" or (
+        array.dtype.kind == "O"
+        and all(
+            isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+            for x in array
+        )
+    )
+    if not numeric:
+        raise TypeError(
+            f"`quantile_levels` must be {expected}. Received: quantile_levels={levels!r}"
+        )
+    array = array.astype(np.float64)
+    if array.size == 0 or not np.all((array > 0) & (array < 1)):
+        raise ValueError(
+            f"`quantile_levels` must be {expected}. Received: quantile_levels={array.tolist()!r}"
+        )
+    return array
+
+
+def _context(inputs: Any) -> np.ndarray:
+    """`prepare_context(inputs)` with infinite values made missing (NaN), as the
+    Arrow reader does. (The reference pipeline keeps them: the series' scale
+    becomes inf and its whole forecast ±inf or NaN.)"""
+    context = prepare_context(inputs)
+    infinite = np.isinf(context)
+    if infinite.any():
+        logger.warning(
+            "The context holds %d infinite value(s) (in %d of %d series); they are treated "
+            "as missing values (NaN).",
+            int(infinite.sum()),
+            int(infinite.any(axis=1).sum()),
+            len(context),
+        )
+        context = np.where(infinite, np.float32(np.nan), context)
+    return context
+
+
 def _bucket(size: int, cap: int, smallest: int = 1) -> int:
     """The smallest power of two >= `size` (and >= `smallest`), but at most
     `max(cap, size)`: a few shapes cover all inputs, so compiled functions are
@@ -87,6 +144,10 @@ class ChronosPipeline:
         self.tokenizer = MeanScaleUniformBins.from_config(self.config)
         self._compiled: dict[tuple, Any] = {}
         self._cast_model: ChronosT5 | ChronosMoE | None = None
+
+    def __repr__(self) -> str:
+        dtype = "" if self.compute_dtype is None else f", compute_dtype={self.compute_dtype!r}"
+        return f"ChronosPipeline({self.model!r}{dtype})"
 
     # ---- loading and saving ------------------------------------------------------
 
@@ -171,6 +232,8 @@ class ChronosPipeline:
         Args:
             inputs: one series (1-D), a list of series of any lengths (left-padded
                 with NaN), or a 2-D `(n_series, time)` array; NaN marks missing.
+                Infinite values are treated as missing too, with a logged warning
+                (the reference pipeline would forecast ±inf for such a series).
             prediction_length: steps to forecast. Defaults to the model's. Longer
                 horizons are rolled out as the reference does: after each chunk
                 the per-step median of the samples is appended to the context.
@@ -179,6 +242,7 @@ class ChronosPipeline:
             limit_prediction_length: raise instead of warning when
                 `prediction_length` exceeds the model's.
             seed: int for reproducible samples; `None` draws a fresh seed.
+                Anything else is a `TypeError`.
             batch_size: series per compiled call. It bounds memory: the
                 decoding cache holds `batch_size · num_samples` rows (with 64
                 series and 20 samples about 1 GB for chronos-t5-tiny); larger
@@ -197,13 +261,16 @@ class ChronosPipeline:
         )
         top_k = _positive_int("top_k", config.top_k if top_k is None else top_k)
         batch_size = _positive_int("batch_size", batch_size)
-        temperature = float(config.temperature if temperature is None else temperature)
-        top_p = float(config.top_p if top_p is None else top_p)
+        temperature = _number(
+            "temperature", config.temperature if temperature is None else temperature
+        )
+        top_p = _number("top_p", config.top_p if top_p is None else top_p)
+        seed = _seed(seed)
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature}")
         if not 0 < top_p <= 1:
             raise ValueError(f"`top_p` must be in (0, 1]. Received: top_p={top_p}")
-        context = prepare_context(inputs)
+        context = _context(inputs)
         if prediction_length > config.prediction_length:
             message = (
                 f"prediction_length={prediction_length} exceeds the model's "
@@ -289,16 +356,17 @@ class ChronosPipeline:
         Quantiles interpolate linearly between the sorted samples (as
         `torch.quantile`).
 
+        Args:
+            inputs, prediction_length: as for `predict`.
+            quantile_levels: list of numbers in (0, 1). Defaults to 0.1, 0.2,
+                ..., 0.9.
+            **predict_kwargs: the other arguments of `predict`.
+
         Returns:
             `(quantiles, mean)`: float32 `(n_series, prediction_length,
             n_quantiles)` and `(n_series, prediction_length)`.
         """
-        levels = np.asarray(quantile_levels, dtype=np.float64)
-        if levels.ndim != 1 or levels.size == 0 or not np.all((levels > 0) & (levels < 1)):
-            raise ValueError(
-                "`quantile_levels` must be a non-empty list of numbers in (0, 1). "
-                f"Received: quantile_levels={list(quantile_levels)!r}"
-            )
+        levels = _quantile_levels(quantile_levels)
         samples = self.predict(inputs, prediction_length=prediction_length, **predict_kwargs)
         quantiles = np.quantile(samples, levels, axis=1).transpose(1, 2, 0)
         return quantiles.astype(np.float32), samples.mean(axis=1).astype(np.float32)
@@ -311,7 +379,7 @@ class ChronosPipeline:
             the context length after truncation to the model's; + 1 for EOS) and
             the per-series scale `(n_series,)`.
         """
-        context = prepare_context(context)
+        context = _context(context)
         batch = context.shape[0]
         token_ids, mask, scale, pad_cols = self._tokenize(context, batch)
         function = self._function(("encode",), lambda ids, m: self.model.encode(ids, m))
@@ -332,7 +400,7 @@ class ChronosPipeline:
                 "`route` needs a ChronosMoE model (build one with build_moe_chronos). "
                 f"Received: {type(self.model).__name__}"
             )
-        context = prepare_context(context)
+        context = _context(context)
         batch = context.shape[0]
         token_ids, mask, _, _ = self._tokenize(context, batch)
 

@@ -21,6 +21,7 @@ from chronos_moe.checkpoints import (
     hf_weight_map,
     load_chronos_t5,
     save_chronos,
+    write_atomically,
 )
 from tests.checkpoint_factory import (
     as_transformers4_layout,
@@ -298,3 +299,14 @@ def test_hub_id_goes_to_the_hub_for_safetensors_only(no_network):
     ((args, kwargs),) = no_network
     patterns = kwargs.get("allow_patterns", [])
     assert patterns and not any(pattern.endswith(".bin") for pattern in patterns), patterns
+
+
+def test_write_atomically_names_the_target_not_its_temporary_file(tmp_path):
+    target = tmp_path / "missing-dir" / "scores.csv"
+    with pytest.raises(FileNotFoundError) as info:
+        write_atomically(target, lambda path: open(path, "w").close())
+    assert info.value.filename == str(target) and ".tmp" not in str(info.value)
+    # An error about another path is left as it is.
+    with pytest.raises(FileNotFoundError, match="elsewhere"):
+        write_atomically(tmp_path / "x.csv", lambda path: open(tmp_path / "no" / "elsewhere"))
+    assert list(tmp_path.iterdir()) == []

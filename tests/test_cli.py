@@ -2,10 +2,13 @@
 every sub-command on a tiny model, and bad input ending in a one-line error
 with exit status 2."""
 
+import argparse
 import csv
 import functools
 import json
 import signal
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -74,6 +77,138 @@ def comparison(start, tmp_path_factory):
     return output
 
 
+# ---- help, version, argument checks ------------------------------------------------------
+
+COMMANDS = ("train", "compare", "generate-data", "evaluate", "analyze-experts", "init-config")
+
+
+def test_version(capsys):
+    from chronos_moe import __version__
+
+    status, out, _ = run_cli(capsys, "--version")
+    assert status == 0 and out.strip() == f"chronos-moe {__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_describes_the_command_and_every_option(command, capsys):
+    status, out, _ = run_cli(capsys, command, "--help")
+    assert status == 0
+    assert "example:\n  chronos-moe " in out
+    description = out.split("\n\n")[1]
+    assert len(description.split()) >= 10, description
+    options = out.split("\noptions:\n")[1].split("\n\nexample:")[0]
+    for action in subcommands()[command]._actions:
+        if not action.option_strings or action.option_strings == ["-h", "--help"]:
+            continue
+        assert action.help, f"{command} {action.option_strings} has no help"
+        entry = options.split(f"\n  {action.option_strings[0]}")[1].split("\n  -")[0]
+        entry = " ".join(entry.split())  # undo the line wrapping
+        if action.nargs != 0:  # flags have no default to show
+            assert "(required)" in entry or "(default: " in entry, entry
+
+
+def subcommands():
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return commands.choices
+
+
+@pytest.mark.parametrize(
+    "argv, option, message",
+    [
+        (["compare", "--num-samples", "0"], "--num-samples", "integer >= 1. Received: 0"),
+        (["compare", "--dense-config", "{tmp}/none.yaml"], "none.yaml", "Cannot read config"),
+        (["train", "--config", "{tmp}/none.yaml"], "none.yaml", "Cannot read config"),
+        (["generate-data", "--num-series", "-2", "--output", "{tmp}/o.arrow"], "--num-series",
+         "Received: -2"),
+        (["generate-data", "--length", "0", "--output", "{tmp}/o.arrow"], "--length",
+         "Received: 0"),
+        (["generate-data", "--seed", "-1", "--output", "{tmp}/o.arrow"], "--seed",
+         "between 0 and"),
+        (["generate-data", "--seed", "x", "--output", "{tmp}/o.arrow"], "--seed",
+         "Received: 'x'"),
+        (["generate-data", "--output", "{tmp}/missing-dir/x.arrow"], "--output",
+         "the directory {tmp}/missing-dir does not exist"),
+        (["generate-data", "--output", "{tmp}"], "--output", "is a directory"),
+        (["generate-data", "--kind", "tsmixup", "--input", "{tmp}/in.arrow", "--output",
+          "{tmp}/o.arrow"], "--input", "{tmp}/in.arrow does not exist"),
+        (["evaluate", "--model", "m", "--data", "{tmp}/d.arrow", "--prediction-length", "0"],
+         "--prediction-length", "Received: 0"),
+        (["evaluate", "--model", "m", "--data", "{tmp}/d.arrow", "--prediction-length", "4",
+          "--batch-size", "0"], "--batch-size", "Received: 0"),
+        (["evaluate", "--model", "m", "--data", "{tmp}/d.arrow", "--prediction-length", "4",
+          "--num-samples", "-5"], "--num-samples", "Received: -5"),
+        (["evaluate", "--model", "m", "--data", "{tmp}/d.arrow", "--prediction-length", "4"],
+         "--data", "{tmp}/d.arrow does not exist"),
+        (["evaluate", "--model", "m", "--data", "{data}", "--prediction-length", "4",
+          "--output", "{tmp}"], "--output", "{tmp} is a directory"),
+        (["analyze-experts", "--model", "m", "--data", "{data}", "--examples-per-expert", "-1"],
+         "--examples-per-expert", "between 1 and 20. Received: -1"),
+        (["analyze-experts", "--model", "m", "--data", "{data}", "--batch-size", "0"],
+         "--batch-size", "Received: 0"),
+        (["analyze-experts", "--model", "m", "--data", "{tmp}/d.arrow"], "--data",
+         "does not exist"),
+        (["init-config", "big"], "kind", "invalid choice: 'big'"),
+        (["train", "--config", "{config}", "--resume-from", "{tmp}/step-9"], "--resume-from",
+         "{tmp}/step-9 is not a checkpoint directory"),
+        (["train", "--config", "{config}", "--resume", "--resume-from", "{tmp}"], "--resume-from",
+         "drop --resume/--overwrite"),
+        (["train", "--config", "{config}", "--max-steps", "3"], "--max-steps",
+         "unrecognized arguments"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_fail_fast_naming_the_argument(argv, option, message, tmp_path, capsys):
+    """Exit status 2, one error line naming the argument, nothing created, no model
+    built: every argument is checked before any heavy work."""
+    data = tmp_path / "data.arrow"
+    data.write_bytes(b"")  # exists; never read
+    config = tmp_path / "config.yaml"
+    config.write_text(f"training_data_paths: [{data}]\noutput_dir: run\n")
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    names = {"tmp": tmp_path, "data": data, "config": config}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)  # default output paths land here
+        started = time.perf_counter()
+        status, out, err = run_cli(capsys, *[arg.format(**names) for arg in argv])
+        seconds = time.perf_counter() - started
+    assert status == 2, err
+    (line,) = [line for line in err.splitlines() if ": error: " in line]
+    assert option.format(**names) in line and message.format(**names) in line, line
+    assert line.startswith(f"chronos-moe {argv[0]}: error: ")
+    assert out == "" and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "cwd", "data.arrow"]
+    assert list(workdir.iterdir()) == []
+    assert seconds < 2.0
+
+
+def test_init_config_prints_a_config_that_loads(tmp_path, capsys):
+    for kind, use_moe in (("dense", False), ("moe", True)):
+        status, out, _ = run_cli(capsys, "init-config", kind)
+        assert status == 0 and out.startswith("# ") and "Chronos-T5 (tiny)" in out
+        path = tmp_path / f"{kind}.yaml"
+        path.write_text(out)
+        assert TrainingConfig.from_yaml(path).use_moe is use_moe
+
+
+def test_warnings_are_one_line_without_source(monkeypatch, capsys):
+    from chronos_moe.moe.balancing import ExpertCollapseWarning
+
+    def warn(args):
+        warnings.warn("expert 0 takes 90% of the routing", ExpertCollapseWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(cli, "_init_config", warn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        status, _, err = run_cli(capsys, "init-config", "moe")
+    assert status == 0
+    assert err == (
+        "chronos-moe init-config: warning: expert 0 takes 90% of the routing "
+        "(ExpertCollapseWarning)\n"
+    )
+
+
 # ---- generate-data ---------------------------------------------------------------------
 
 
@@ -116,7 +251,7 @@ def test_generate_data_bad_input(tmp_path, capsys):
     status, _, err = run_cli(capsys, *argv, "--output", tmp_path / "o.arrow")
     assert status == 2 and "missing.arrow" in err
     status, _, err = run_cli(capsys, "generate-data", "--num-series", 0, "--output", tmp_path / "o")
-    assert status == 2 and "num_series" in err
+    assert status == 2 and "--num-series" in err
     assert not (tmp_path / "o.arrow").exists() and not (tmp_path / "o").exists()
 
 
@@ -132,6 +267,9 @@ def test_train_writes_the_run_and_refuses_to_overwrite_it(start, tmp_path, capsy
     status, out, _ = run_cli(capsys, "train", "--config", config)
     assert status == 0
     assert "chronos-moe train: backend" in out and "ce_loss:" in out
+    # Not a terminal: plain lines, one per logging window, no progress bar.
+    assert "step 1/2 - ce_loss:" in out and "step 2/2 - ce_loss:" in out
+    assert "\x1b" not in out and "\r" not in out and "\b" not in out
     assert f"Final model: {output / 'final'}" in out
     assert {"config.json", "model.safetensors", "model.keras"} <= {
         p.name for p in (output / "final").iterdir()
@@ -162,6 +300,7 @@ def test_train_config_errors_name_the_key(tmp_path, capsys):
     path.write_text("training_data_paths: [a.arrow]\nnum_expert: 4\n")
     status, _, err = run_cli(capsys, "train", "--config", path)
     assert status == 2 and "Unknown config key(s) ['num_expert']" in err
+    assert "Did you mean `num_experts`?" in err and "learning_rate" not in err
     path.write_text("training_data_paths: [a.arrow]\nmax_steps: many\n")
     status, _, err = run_cli(capsys, "train", "--config", path)
     assert status == 2 and "`max_steps` must be of type int. Received: max_steps='many'" in err
@@ -295,6 +434,7 @@ def test_evaluate_prints_the_table_and_writes_csv(comparison, kind, tmp_path, ca
     )  # fmt: skip
     assert status == 0
     assert "aggregate (2 datasets)" in out and "Aggregate relative score" in out
+    assert "\x1b" not in out and "\r" not in out and "\b" not in out  # no bar: not a terminal
     with open(csv_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["dataset"] for row in rows] == ["test", "train", "aggregate (geometric mean)"]

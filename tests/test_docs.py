@@ -109,7 +109,7 @@ def command_lines(page: Path) -> list[str]:
     lines = []
     for block in code_blocks(page, "bash"):
         for line in block.replace("\\\n", " ").splitlines():
-            line = line.split(" #")[0].strip()
+            line = line.split(" #")[0].split(" > ")[0].strip()  # no comment, no redirection
             if line.startswith("chronos-moe "):
                 lines.append(line)
     return lines

@@ -3,6 +3,7 @@ forecasts equal exactly, embeddings to 1e-5, and sampling that follows the
 model's distribution with the reference's top-k / top-p / temperature rules."""
 
 import logging
+import re
 
 import keras
 import numpy as np
@@ -17,6 +18,8 @@ from transformers.generation.logits_process import (
 
 from chronos_moe import backend
 from chronos_moe.generation import filter_logits, sample_from_logits
+from chronos_moe.models.chronos_t5 import ChronosT5
+from chronos_moe.moe.model import build_moe_chronos
 from chronos_moe.pipeline import ChronosPipeline
 from tests.checkpoint_factory import (
     as_transformers4_layout,
@@ -349,6 +352,80 @@ def test_bad_quantile_levels(pipelines, levels):
     ours, _ = pipelines
     with pytest.raises(ValueError, match="quantile_levels"):
         ours.predict_quantiles(series(10), quantile_levels=levels)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"seed": "a"}, TypeError, "`seed` must be an integer or None. Received: seed='a'"),
+        ({"seed": 1.5}, TypeError, "Received: seed=1.5"),
+        ({"temperature": "1"}, TypeError, "`temperature` must be a number. Received: "),
+        ({"top_p": None, "temperature": [1]}, TypeError, "Received: temperature=[1]"),
+    ],
+)
+def test_wrong_types_name_the_argument(pipelines, kwargs, error, message):
+    ours, _ = pipelines
+    with pytest.raises(error, match=re.escape(message)):
+        ours.predict(series(10), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "levels, error",
+    [
+        (0.5, TypeError),  # was "'float' object is not iterable"
+        ("0.5", TypeError),
+        (["0.5"], TypeError),  # was silently accepted
+        ([[0.1, 0.5]], TypeError),
+        ([None], TypeError),
+    ],
+)
+def test_quantile_levels_of_the_wrong_type(pipelines, levels, error):
+    ours, _ = pipelines
+    expected = "`quantile_levels` must be a list of numbers in (0, 1), such as [0.1, 0.5, 0.9]"
+    with pytest.raises(error, match=re.escape(expected)) as info:
+        ours.predict_quantiles(series(10), quantile_levels=levels)
+    assert f"Received: quantile_levels={levels!r}" in str(info.value)
+
+
+def test_quantile_levels_may_be_an_array(pipelines):
+    ours, _ = pipelines
+    quantiles, _ = ours.predict_quantiles(series(10), quantile_levels=np.array([0.1, 0.9]), seed=1)
+    assert quantiles.shape == (1, PREDICTION_LENGTH, 2)
+
+
+def test_infinite_context_values_are_missing(pipelines, caplog):
+    """The reference forecasts ±inf for a series holding an inf (its scale is
+    inf); here inf is a missing value, as in the Arrow reader, and a warning says so."""
+    ours, reference = pipelines
+    clean = series(20, 21)
+    with_inf, with_nan = clean.copy(), clean.copy()
+    with_inf[[3, 15]] = [np.inf, -np.inf]
+    with_nan[[3, 15]] = np.nan
+    with caplog.at_level(logging.WARNING, logger="chronos_moe.pipeline"):
+        forecast = ours.predict([with_inf, clean], num_samples=2, seed=4)
+    assert "2 infinite value(s) (in 1 of 2 series)" in caplog.text and "missing" in caplog.text
+    assert np.isfinite(forecast).all()
+    np.testing.assert_array_equal(forecast, ours.predict([with_nan, clean], num_samples=2, seed=4))
+    reference_forecast = reference.predict(torch.tensor(with_inf)[None], num_samples=2)
+    assert not np.isfinite(reference_forecast.numpy()).all()  # why we do not follow it
+    embeddings, scale = ours.embed(with_inf)
+    assert np.isfinite(embeddings).all() and np.isfinite(scale).all()
+
+
+def test_repr_says_what_the_pipeline_and_model_are(pipelines):
+    ours, _ = pipelines
+    text = repr(ours)
+    assert text.startswith("ChronosPipeline(<ChronosT5 ")
+    assert f"context {CONTEXT_LENGTH}, prediction {PREDICTION_LENGTH}" in text
+    assert "4096 tokens" in text and f"backend {keras.backend.backend()}" in text
+    assert "parameters" in text and "float32" in text
+    tiny = ChronosT5.from_preset("tiny", vocab_size=64, num_layers=1)
+    assert repr(tiny).startswith(f"<ChronosT5 {tiny.name!r}: custom (")
+    moe = build_moe_chronos(ChronosT5.from_preset("tiny"), num_experts=4, top_k=2)
+    text = repr(moe)
+    assert text.startswith(f"<ChronosMoE {moe.name!r}: 4 experts, top-2 routing (")
+    assert "on a ChronosT5 tiny (8.39M parameters" in text
+    assert "compute_dtype='bfloat16'" in repr(ChronosPipeline(tiny, compute_dtype="bfloat16"))
 
 
 def test_kth_largest_is_exact_with_ties_infinities_and_signed_zeros():

@@ -641,6 +641,10 @@ def write_arrow(
             os.fsync(sink.fileno())
         os.replace(temporary, path)
         _fsync_directory(path.parent)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        # Named after `path`, not the temporary file the user never asked for.
+        raise OSError(error.errno, error.strerror, str(path)) from error
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

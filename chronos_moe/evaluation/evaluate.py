@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -362,7 +363,8 @@ def evaluate(
             default. Defaults to `None`.
         seed: int. Seed of the sampling (the batch of series starting at position
             `i` of a dataset uses `seed + i`). Defaults to 0.
-        verbose: int. 1 shows a progress bar. Defaults to 1.
+        verbose: int. 1 shows a progress bar (on a terminal; else one line at
+            the end). Defaults to 1.
 
     Returns:
         `EvaluationResult`.
@@ -406,7 +408,13 @@ def evaluate(
     if verbose and not isinstance(pipeline, str):
         from keras.utils import Progbar
 
-        progress = Progbar(sum(len(s.index) for s in splits), unit_name="series")
+        # The bar only on a terminal; redirected output gets one plain line at the
+        # end (Progbar's verbose=2), not carriage returns and ANSI colour codes.
+        progress = Progbar(
+            sum(len(s.index) for s in splits),
+            unit_name="series",
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
 
     results = []
     for split in splits:

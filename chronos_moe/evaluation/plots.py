@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,18 +53,31 @@ def plot_forecast(
     target: Any = None,
     path: str | os.PathLike | None = None,
     title: str | None = None,
+    context_points: int | None = None,
+    ylabel: str = "value",
 ):
-    """A fan chart: the context, the 10–90% forecast band and the median.
+    """A fan chart: the end of the context, the 10–90% forecast band and the median.
+
+    The x axis counts time steps from the start of the context; a dashed line
+    marks where the forecast starts. The legend sits to the right of the axes,
+    off the data.
 
     Args:
         context: 1-D array-like, the history the forecast continues.
-        forecast_quantiles: array-like `(prediction_length, n_quantiles)`.
+        forecast_quantiles: array-like `(prediction_length, n_quantiles)` (or
+            `(1, prediction_length, n_quantiles)`, one series of
+            `predict_quantiles`).
         quantile_levels: the levels of the columns; must include 0.1, 0.5, 0.9.
             Defaults to 0.1, 0.2, ..., 0.9.
         target: 1-D array-like `(prediction_length,)`, the actual values, drawn
             when given. Defaults to `None`.
         path: where to write the PNG. Defaults to `None` (no file).
         title: str. Defaults to `None`.
+        context_points: int. How many of the last context values to draw.
+            Defaults to `None`: 4 × the prediction length (at least 20), or
+            the whole context when it is shorter.
+        ylabel: str. The y-axis label: the series' quantity and unit. Defaults
+            to `"value"`.
 
     Returns:
         The `matplotlib.figure.Figure`.
@@ -76,32 +90,53 @@ def plot_forecast(
     >>> len(figure.axes)
     1
     """
-    context = np.asarray(context, dtype=np.float64).ravel()
+    context = np.asarray(context, dtype=np.float64)
+    if context.ndim == 2 and context.shape[0] == 1:
+        context = context[0]
+    if context.ndim != 1 or context.size == 0:
+        raise ValueError(
+            f"`context` must be one non-empty series (1-D). Received: shape {context.shape}"
+        )
     quantiles = np.asarray(forecast_quantiles, dtype=np.float64)
+    if quantiles.ndim == 3 and quantiles.shape[0] == 1:
+        quantiles = quantiles[0]
     levels = np.asarray(quantile_levels, dtype=np.float64)
     if quantiles.ndim != 2 or quantiles.shape[1] != levels.size:
         raise ValueError(
             "`forecast_quantiles` must have shape (prediction_length, len(quantile_levels)) = "
             f"(h, {levels.size}). Received: shape {quantiles.shape}"
         )
+    horizon = len(quantiles)
+    if target is not None:
+        target = np.asarray(target, dtype=np.float64).ravel()
+        if target.shape != (horizon,):
+            raise ValueError(
+                "`target` must hold one value per forecast step: shape (prediction_length,) = "
+                f"({horizon},). Received: target with shape {target.shape}"
+            )
+    if context_points is None:
+        context_points = max(4 * horizon, 20)
+    elif isinstance(context_points, bool) or not isinstance(context_points, (int, np.integer)):
+        raise TypeError(
+            f"`context_points` must be an integer >= 1. Received: context_points={context_points!r}"
+        )
+    elif context_points < 1:
+        raise ValueError(
+            f"`context_points` must be an integer >= 1. Received: context_points={context_points}"
+        )
     low, median, high = (
         _level_column(levels, level, name)
         for level, name in ((0.1, "band"), (0.5, "median"), (0.9, "band"))
     )
-    history_steps = np.arange(len(context))
-    future_steps = len(context) + np.arange(len(quantiles))
-    figure = _figure(8, 3.5)
+    first = max(0, len(context) - context_points)
+    history_steps = np.arange(first, len(context))
+    future_steps = len(context) + np.arange(horizon)
+    figure = _figure(9, 3.5)
     axes = figure.add_subplot()
-    axes.plot(history_steps, context, color="black", linewidth=1, label="context")
+    context_label = "context" if first == 0 else f"context (last {len(history_steps)} points)"
+    axes.plot(history_steps, context[first:], color="black", linewidth=1, label=context_label)
     if target is not None:
-        axes.plot(
-            future_steps,
-            np.asarray(target).ravel(),
-            color="black",
-            linestyle="--",
-            linewidth=1,
-            label="target",
-        )
+        axes.plot(future_steps, target, color="black", linestyle="--", linewidth=1, label="actual")
     axes.fill_between(
         future_steps,
         quantiles[:, low],
@@ -111,9 +146,22 @@ def plot_forecast(
         label="10–90% interval",
     )
     axes.plot(future_steps, quantiles[:, median], color="tab:blue", label="median forecast")
-    axes.axvline(len(context) - 0.5, color="grey", linewidth=0.5)
-    axes.set_xlabel("time step")
-    axes.legend(loc="upper left", fontsize="small")
+    start = len(context) - 0.5
+    axes.axvline(start, color="grey", linewidth=0.8, linestyle=":")
+    axes.annotate(
+        "forecast start",
+        (start, 1),
+        xycoords=("data", "axes fraction"),
+        xytext=(-3, -3),
+        textcoords="offset points",
+        ha="right",
+        va="top",
+        fontsize="small",
+        color="dimgrey",
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+    )
+    axes.set(xlabel="time step", ylabel=ylabel)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
     if title:
         axes.set_title(title)
     return _save(figure, path)
@@ -122,7 +170,9 @@ def plot_forecast(
 def plot_training_curves(
     logs: Mapping[str, Sequence[Mapping[str, float]]], path: str | os.PathLike | None = None
 ):
-    """Cross-entropy curves of several runs and the load-balancing loss.
+    """Training-loss curves of several runs: the cross-entropy and the
+    load-balancing loss, both on the training batches (each point the mean of a
+    logging interval; no validation loss).
 
     Args:
         logs: `run name -> list of log rows`, each row a dict with `step` and
@@ -154,9 +204,17 @@ def plot_training_curves(
         if any(math.isfinite(value) and value != 0 for value in lb):  # dense runs log NaN
             lb_axes.plot(steps, lb, label=name)
             any_lb = True
-    ce_axes.set(xlabel="step", ylabel="cross-entropy", title="Cross-entropy loss")
+    ce_axes.set(
+        xlabel="training step",
+        ylabel="training cross-entropy",
+        title="Training cross-entropy (mean of each logging interval)",
+    )
     ce_axes.legend(fontsize="small")
-    lb_axes.set(xlabel="step", ylabel="load-balancing loss", title="Load-balancing loss")
+    lb_axes.set(
+        xlabel="training step",
+        ylabel="load-balancing loss",
+        title="Training load-balancing loss (MoE)",
+    )
     if any_lb:
         lb_axes.axhline(1.0, color="grey", linewidth=0.5, linestyle=":", label="balanced")
         lb_axes.legend(fontsize="small")
@@ -229,33 +287,64 @@ def plot_expert_examples(
     examples: Sequence[Sequence[Any]],
     titles: Sequence[Sequence[str]] | None = None,
     path: str | os.PathLike | None = None,
+    experts: Sequence[int] | None = None,
 ):
-    """A grid of example series: one row per expert, one column per example.
+    """A grid of example series: one row per expert that has examples, one
+    column per example. Experts without a series get no row; the figure's
+    title names them.
 
     Args:
         examples: per expert, a list of 1-D series (may be empty).
         titles: per expert, one title per series. Defaults to `None`.
         path: where to write the PNG. Defaults to `None` (no file).
+        experts: the expert number of each entry of `examples`. Defaults to
+            `None`: 0, 1, 2, ...
 
     Returns:
         The `matplotlib.figure.Figure`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> figure = plot_expert_examples([[np.arange(5.0)], [], [np.ones(3), np.zeros(3)]])
+    >>> len(figure.axes), figure.get_suptitle().splitlines()[-1]
+    (4, 'No series was routed to expert 1.')
     """
-    rows = len(examples)
-    columns = max(1, max(len(series) for series in examples))
-    figure = _figure(3 * columns, 1.6 * rows + 0.4)
+    experts = list(range(len(examples))) if experts is None else list(experts)
+    if len(experts) != len(examples):
+        raise ValueError(
+            "`experts` must name the expert of each entry of `examples`. Received: "
+            f"{len(experts)} experts for {len(examples)} entries"
+        )
+    used = [row for row, series in enumerate(examples) if len(series)]
+    unused = [experts[row] for row, series in enumerate(examples) if not len(series)]
+    rows = max(1, len(used))
+    columns = max([1] + [len(examples[row]) for row in used])
+    figure = _figure(3 * columns + 0.6, 1.7 * rows + 0.9)
     grid = figure.subplots(rows, columns, squeeze=False)
-    for expert, series in enumerate(examples):
+    for position, row in enumerate(used):
+        series = examples[row]
         for column in range(columns):
-            axes = grid[expert, column]
+            axes = grid[position, column]
             axes.tick_params(labelsize="x-small")
-            if column < len(series):
-                axes.plot(np.asarray(series[column], dtype=np.float64), linewidth=0.8)
-                if titles is not None:
-                    axes.set_title(titles[expert][column], fontsize="x-small")
-            else:
+            if column >= len(series):
                 axes.axis("off")
-                if column == 0:
-                    axes.text(0.5, 0.5, f"expert {expert}: no series", ha="center", va="center")
+                continue
+            axes.plot(np.asarray(series[column], dtype=np.float64), linewidth=0.8)
+            if titles is not None:
+                axes.set_title(titles[row][column], fontsize="x-small")
             if column == 0:
-                axes.set_ylabel(f"expert {expert}", fontsize="small")
+                axes.set_ylabel(f"expert {experts[row]}\nvalue", fontsize="small")
+            if all(len(examples[below]) <= column for below in used[position + 1 :]):
+                # The lowest plot of its column.
+                axes.set_xlabel("time step (of the context)", fontsize="x-small")
+    if not used:
+        grid[0, 0].axis("off")
+        grid[0, 0].text(0.5, 0.5, "no series", ha="center", va="center")
+    lines = ["Examples per expert (one row each): the series whose gate for the expert is highest"]
+    if unused:
+        names = "expert " if len(unused) == 1 else "experts "
+        lines.append(f"No series was routed to {names}" + ", ".join(map(str, unused)) + ".")
+    width = int(13 * figure.get_figwidth())  # characters of a small font per line
+    figure.suptitle("\n".join(textwrap.fill(line, width) for line in lines), fontsize="small")
     return _save(figure, path)

@@ -292,6 +292,7 @@ def write_routing_report(
     """
     from chronos_moe.evaluation import plots
 
+    examples_per_expert = check_positive_int("examples_per_expert", examples_per_expert)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     experts = range(analysis.num_experts)
@@ -383,8 +384,9 @@ def write_routing_report(
         "",
         "## Examples",
         "",
-        f"The {examples_per_expert} series with the highest gate for each expert "
-        "(the context the router read).",
+        f"The {examples_per_expert} series with the highest gate for each expert, one row per "
+        "expert (the context the router read; each title gives the dataset, the series' "
+        "position in it and its gate). Experts that received no series have no row.",
         "",
         "![examples](examples.png)",
         "",
@@ -411,7 +413,7 @@ def write_routing_report(
 def _series_label(analysis: RoutingAnalysis, i: int, expert: int) -> str:
     gate = analysis.gates[i][analysis.expert_indices[i] == expert][0]
     name = analysis.dataset_names[analysis.dataset[i]]
-    return f"{name} #{analysis.series_index[i]} (gate {gate:.2f})"
+    return f"{name}, series {analysis.series_index[i]}: gate {gate:.2f}"
 
 
 def _number(value: float) -> str:

@@ -59,6 +59,14 @@ def masked_cross_entropy(labels, logits):
     return -ops.sum(picked * valid) / ops.maximum(ops.sum(valid), 1.0)
 
 
+def format_count(count: int) -> str:
+    """A parameter count for people: `8.39M`, `46.2k`, `120`."""
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if count >= limit:
+            return f"{count / limit:.3g}{suffix}"
+    return str(count)
+
+
 @register
 class ChronosT5(keras.Model):
     """The Chronos T5 encoder-decoder, numerically identical to transformers'
@@ -246,6 +254,28 @@ class ChronosT5(keras.Model):
         if self.lm_head is not None:
             self.lm_head.build(hidden)
         self.built = True
+
+    def __repr__(self) -> str:
+        return f"<ChronosT5 {self.name!r}: {self.describe()}>"
+
+    def describe(self) -> str:
+        """What the model is, in one line: size, parameters, shape, forecast
+        lengths, dtype and backend (its `repr`)."""
+        shape = {
+            "d_model": self.d_model,
+            "d_ff": self.d_ff,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "d_kv": self.d_kv,
+        }
+        size = next((name for name, preset in T5_PRESETS.items() if preset == shape), "custom")
+        chronos = self.chronos_config
+        return (
+            f"{size} ({format_count(self.count_params())} parameters: d_model {self.d_model}, "
+            f"{self.num_layers}+{self.num_decoder_layers} layers, {self.vocab_size} tokens), "
+            f"context {chronos.context_length}, prediction {chronos.prediction_length}, "
+            f"{self.dtype_policy.name}, backend {keras.backend.backend()}"
+        )
 
     @classmethod
     def from_preset(cls, size: str, **overrides) -> ChronosT5:

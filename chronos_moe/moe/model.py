@@ -9,7 +9,12 @@ import numpy as np
 from keras import ops
 
 from chronos_moe.layers.t5 import register
-from chronos_moe.models.chronos_t5 import ChronosT5, masked_cross_entropy, shift_right
+from chronos_moe.models.chronos_t5 import (
+    ChronosT5,
+    format_count,
+    masked_cross_entropy,
+    shift_right,
+)
 from chronos_moe.moe.balancing import LoadBalancingRegularizer
 from chronos_moe.moe.experts import MoEExpertHead
 from chronos_moe.moe.router import ContextRouter, validate_routing
@@ -136,6 +141,14 @@ class ChronosMoE(keras.Model):
         self.router.build(hidden)
         self.experts.build(hidden)
         self.built = True
+
+    def __repr__(self) -> str:
+        moe = self.router.count_params() + self.experts.count_params()
+        return (
+            f"<ChronosMoE {self.name!r}: {self.num_experts} experts, top-{self.top_k} routing "
+            f"({format_count(moe)} parameters in the router and experts) on a ChronosT5 "
+            f"{self.base.describe()}>"
+        )
 
     # The generation interface of ChronosT5, delegated to the shared base.
     @property

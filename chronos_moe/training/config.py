@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -211,7 +212,8 @@ class TrainingConfig:
         unknown = sorted(set(values) - known, key=str)
         if unknown:
             raise ConfigError(
-                f"Unknown config key(s) {unknown}. Known keys: {', '.join(sorted(known))}"
+                f"Unknown config key(s) {unknown}. {_suggestions(unknown, known)}"
+                "The configuration reference (docs/configuration.md) lists every key."
             )
         return cls(**values)
 
@@ -245,6 +247,16 @@ class TrainingConfig:
         """A short hash of the given keys' values (to refuse incompatible resumes)."""
         chosen = {key: getattr(self, key) for key in keys}
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _suggestions(unknown: list[Any], known: set[str]) -> str:
+    """`Did you mean ...?` for each unknown key close to a known one, else ''."""
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+        if close:
+            hints.append(f"`{close[0]}`" if len(unknown) == 1 else f"`{close[0]}` for `{key}`")
+    return f"Did you mean {', '.join(hints)}? " if hints else ""
 
 
 def _fail(name: str, value: Any, expected: str) -> typing.NoReturn:

@@ -302,7 +302,8 @@ def train(
         overwrite: bool. Replace an output directory that holds another run.
             Defaults to `False` (refused with a `RunError`).
         verbose: bool. Print the backend and device, and a progress bar of the
-            cross-entropy (and, for MoE, load-balancing) loss. Defaults to `True`.
+            cross-entropy (and, for MoE, load-balancing) loss; when stdout is not
+            a terminal, one plain line per `log_steps` instead. Defaults to `True`.
         resume_from: path-like. Resume from this checkpoint directory
             (`.../checkpoints/step-N`) and no other: a corrupt or incomplete one
             is a `RunError`, never a fall-back. Defaults to `None`.
@@ -392,9 +393,10 @@ def _run(
         )
     log = _read_log(output / "log.csv", upto=start_step)
     shown = ("ce_loss", "lb_loss") if config.use_moe else ("ce_loss",)
-    progress = keras.utils.Progbar(
-        config.max_steps, verbose=1 if verbose else 0, stateful_metrics=shown
-    )
+    # A progress bar only on a terminal: redirected output gets one plain line per
+    # logging window instead of the bar's carriage returns and ANSI colour codes.
+    bar = verbose and sys.stdout.isatty()
+    progress = keras.utils.Progbar(config.max_steps, verbose=int(bar), stateful_metrics=shown)
     if start_step:
         progress.update(start_step)
     # `seconds` counts from the start of the run, across resumes.
@@ -470,6 +472,9 @@ def _run(
             if window and (number % config.log_steps == 0 or last):
                 mean = {key: float(np.mean([r[key] for r in window])) for key in LOG_COLUMNS[1:5]}
                 log.append({"step": number, **mean, "seconds": time.perf_counter() - started})
+                if verbose and not bar:
+                    losses = "".join(f" - {key}: {mean[key]:.4f}" for key in shown)
+                    print(f"step {number}/{config.max_steps}{losses} - {log[-1]['seconds']:.0f}s")
                 if collapse is not None:
                     shares = {key: np.mean([r.get(key, 0.0) for r in window]) for key in window[0]}
                     collapse.check(shares, f"steps {window[0]['step']}-{number}")

@@ -79,6 +79,14 @@ def test_write_streams_a_generator_in_record_batches(tmp_path):
 # ---- layouts ---------------------------------------------------------------------------
 
 
+def test_a_write_error_names_the_path_not_the_temporary_file(tmp_path):
+    path = tmp_path / "missing-dir" / "x.arrow"
+    with pytest.raises(FileNotFoundError) as info:
+        write_arrow([np.ones(3)], path)
+    assert info.value.filename == str(path) and str(path) in str(info.value)
+    assert ".tmp-" not in str(info.value)
+
+
 def test_multivariate_rows_are_split_one_series_per_dimension(arrow_file):
     rows = [np.arange(6.0).reshape(2, 3), np.arange(12.0).reshape(3, 4) + 100]
     path = arrow_file(rows)

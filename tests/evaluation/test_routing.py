@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from chronos_moe.data import write_arrow
-from chronos_moe.evaluation import analyze_routing, run_analyze_experts, series_features
+from chronos_moe.evaluation import (
+    analyze_routing,
+    run_analyze_experts,
+    series_features,
+    write_routing_report,
+)
 from chronos_moe.evaluation import routing as routing_module
 from tests.evaluation.helpers import make_series
 
@@ -110,6 +115,14 @@ def test_run_analyze_experts_writes_the_report(moe_pipeline, tmp_path, capsys):
         assert (tmp_path / "report" / name).read_bytes().startswith(PNG_SIGNATURE)
     assert (tmp_path / "report" / "routing.csv").read_text().count("\n") == 10
     assert "Routed 9 series: 4 experts, top-2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("count, error", [(-1, ValueError), (0, ValueError), (1.5, ValueError)])
+def test_write_routing_report_checks_examples_per_expert(moe_pipeline, tmp_path, count, error):
+    analysis = analyze_routing(moe_pipeline, make_series(3, seed=1))
+    with pytest.raises(error, match=f"Received: examples_per_expert={count}"):
+        write_routing_report(analysis, tmp_path / "report", examples_per_expert=count)
+    assert not (tmp_path / "report").exists()
 
 
 def test_docstring_examples_run():
