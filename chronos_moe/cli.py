@@ -107,6 +107,7 @@ def _compare(args: argparse.Namespace) -> int:
             quick=args.quick,
             overwrite=args.overwrite,
             num_samples=args.num_samples,
+            max_steps=args.max_steps,
         )
     except TrainingStopped as stopped:  # SIGTERM: no report; compare cannot resume
         print(
@@ -350,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=POSITIVE,
         metavar="N",
         help="sample paths per forecast (default: the model's, 20)",
+    )
+    compare.add_argument(
+        "--max-steps",
+        type=POSITIVE,
+        metavar="N",
+        help="train each model N steps instead of the configs' (or --quick's) number, "
+        "e.g. for a smoke test (default: the configs')",
     )
     _add_backend(compare)
     compare.set_defaults(handler=_compare)

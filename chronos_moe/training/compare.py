@@ -117,6 +117,7 @@ def compare(
     overwrite: bool = False,
     verbose: bool = True,
     num_samples: int | None = None,
+    max_steps: int | None = None,
 ) -> Path:
     """Trains a dense and a MoE model on the same data, seed and steps and writes
     a report.
@@ -149,6 +150,9 @@ def compare(
         verbose: bool. Progress bars and messages. Defaults to `True`.
         num_samples: int. Sample paths per forecast in the accuracy evaluation;
             `None` takes the model's default (20). Defaults to `None`.
+        max_steps: int. Train each model this many steps (checkpoint and log
+            intervals shortened to fit), after `quick`; `None` keeps the
+            configs'. Defaults to `None`.
 
     Returns:
         The path of `report.md`.
@@ -166,6 +170,15 @@ def compare(
     dense_config, moe_config = _paired_configs(dense_config, moe_config)
     if quick:
         dense_config, moe_config = _quick(dense_config), _quick(moe_config)
+    if max_steps is not None:
+        dense_config, moe_config = (
+            config.replace(
+                max_steps=max_steps,
+                save_steps=min(config.save_steps, max_steps),
+                log_steps=min(config.log_steps, max_steps),
+            )
+            for config in (dense_config, moe_config)
+        )
     held_out = True
     if demo:
         train_path, test_path = make_demo_data(output / "data", dense_config.prediction_length)
