@@ -184,8 +184,10 @@ def test_every_sub_command_runs_as_a_newcomer(newcomer_env, tmp_path):
         str(tmp_path / "compare"),
         "--num-samples",
         "4",
-        "--overwrite",
+        "--max-steps",
+        "1",
     )
     report = (tmp_path / "compare" / "report.md").read_text()
+    assert "Both runs: 1 steps" in report
     assert f"Keras backend {BACKEND} on" in report
     assert "## Expert utilisation" in report
