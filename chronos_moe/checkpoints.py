@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from chronos_moe.atomic import write_atomically
 from chronos_moe.config import ChronosConfig
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE
@@ -552,22 +552,3 @@ def save_chronos(model: ChronosT5 | ChronosMoE, directory: str | os.PathLike) ->
     text = json.dumps(hf_config(model), indent=2, sort_keys=True) + "\n"
     write_atomically(directory / CONFIG_NAME, lambda path: Path(path).write_text(text))
     return directory
-
-
-def write_atomically(target: Path, write) -> None:
-    """Writes `target` all at once: `write(temporary_path)` fills a temporary file
-    beside it, which is fsynced and renamed over `target`, so a reader (or a
-    crash) never sees a half-written file and an earlier `target` survives a
-    failed write."""
-    handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
-    os.close(handle)
-    try:
-        write(temporary)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

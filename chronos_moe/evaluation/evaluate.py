@@ -196,7 +196,7 @@ class EvaluationResult:
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Writes `rows()` as CSV (numbers with full precision), atomically. Returns
         the path."""
-        from chronos_moe.checkpoints import write_atomically
+        from chronos_moe.atomic import write_atomically
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
