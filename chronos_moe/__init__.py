@@ -58,7 +58,7 @@ _EXPORTS = {
     "compare": "chronos_moe.training.compare",
     "ConfigError": "chronos_moe.training.config",
     "TrainingConfig": "chronos_moe.training.config",
-    "RunError": "chronos_moe.training.lock",
+    "RunError": "chronos_moe.training.errors",
     "train": "chronos_moe.training.run",
     "TrainResult": "chronos_moe.training.run",
 }
@@ -129,10 +129,13 @@ if TYPE_CHECKING:
     from chronos_moe.tokenizer import MeanScaleUniformBins
     from chronos_moe.training.compare import compare
     from chronos_moe.training.config import ConfigError, TrainingConfig
-    from chronos_moe.training.run import RunError, TrainResult, train
+    from chronos_moe.training.errors import RunError
+    from chronos_moe.training.run import TrainResult, train
 
 
 def __getattr__(name: str) -> Any:
+    if name == "training":  # `chronos_moe.training.callbacks(...)` after `import chronos_moe`
+        return importlib.import_module("chronos_moe.training")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'chronos_moe' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
