@@ -13,21 +13,16 @@ import numpy as np
 from keras import ops
 
 from chronos_moe import backend, checkpoints
+from chronos_moe.config import DEFAULT_QUANTILE_LEVELS
 from chronos_moe.generation import generate_tokens
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE
 from chronos_moe.tokenizer import MeanScaleUniformBins, prepare_context
+from chronos_moe.validation import positive_int as _positive_int
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 COMPUTE_DTYPES = (None, "float32", "bfloat16")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return int(value)
 
 
 def _bucket(size: int, cap: int, smallest: int = 1) -> int:

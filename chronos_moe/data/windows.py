@@ -43,6 +43,7 @@ import numpy as np
 from chronos_moe.data.errors import DataError
 from chronos_moe.data.report import DataReport, SourceReport
 from chronos_moe.data.source import SeriesSource
+from chronos_moe.validation import positive_int
 
 
 class WindowId(NamedTuple):
@@ -81,8 +82,7 @@ def check_window_arguments(
         ("prediction_length", prediction_length),
         ("min_past", min_past),
     ):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        positive_int(name, value)
     if not (isinstance(max_missing_prop, (int, float)) and 0.0 <= max_missing_prop <= 1.0):
         raise ValueError(
             f"`max_missing_prop` must be in [0, 1]. Received: max_missing_prop={max_missing_prop!r}"

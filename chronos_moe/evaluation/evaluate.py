@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from chronos_moe.config import DEFAULT_QUANTILE_LEVELS
 from chronos_moe.evaluation.datasets import EvaluationDataset, as_datasets, seasonality_from_freq
 from chronos_moe.evaluation.metrics import (
     absolute_scaled_errors,
@@ -28,7 +29,6 @@ from chronos_moe.evaluation.metrics import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 BASELINES = ("naive", "seasonal_naive")
 METHODS = ("model", *BASELINES)
 METRICS = ("wql", "mase")

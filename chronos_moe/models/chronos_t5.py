@@ -25,6 +25,7 @@ from chronos_moe.layers.t5 import (
     register,
     sum_bias_terms,
 )
+from chronos_moe.validation import positive_int
 
 IGNORE_INDEX = -100
 
@@ -143,8 +144,7 @@ class ChronosT5(keras.Model):
             ("num_layers", num_layers),
             ("num_heads", num_heads),
         ):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+            positive_int(name, value)
         num_decoder_layers = num_layers if num_decoder_layers is None else num_decoder_layers
         chronos = ChronosConfig.from_dict(chronos_config or {"n_tokens": vocab_size})
         if chronos.n_tokens != vocab_size:
