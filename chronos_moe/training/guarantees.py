@@ -180,7 +180,7 @@ class LossLog(RunCallback):
         run = self.run
         if run.finite:
             self.window.append(run.row)  # (the log averages the steps that were applied)
-        if self.window and (run.step % self.every == 0 or run.step == run.max_steps):
+        if self.window and run.ends_window(self.every):
             mean = {key: float(np.mean([r[key] for r in self.window])) for key in LOG_COLUMNS[1:5]}
             self.log.append(
                 {"step": run.step, **mean, "seconds": time.perf_counter() - self.started}
@@ -207,7 +207,7 @@ class CollapseMonitor(RunCallback):
         run = self.run
         if run.finite:
             self.window.append(run.row)
-        if self.window and (run.step % self.every == 0 or run.step == run.max_steps):
+        if self.window and run.ends_window(self.every):
             shares = {
                 key: np.mean([r.get(key, 0.0) for r in self.window]) for key in self.window[0]
             }
@@ -256,7 +256,7 @@ class CheckpointSaver(RunCallback):
 
     def step_end(self):
         run = self.run
-        if run.step % self.every == 0 or run.step == run.max_steps:
+        if run.ends_window(self.every):
             run.save()
             if self.keep:
                 checkpoint.prune_checkpoints(run.output / CHECKPOINTS, self.keep)
@@ -349,6 +349,10 @@ def callbacks(
     started again with `resume=True` continues from its newest complete
     checkpoint exactly: the same batches, losses and weights as an
     uninterrupted run on the same backend.
+
+    The metrics are reset before each step, so the logs `fit` passes to other
+    callbacks (and returns in `History`) are those of one step, as
+    `train_on_batch` gives them, not running means over the epoch.
 
     Args:
         output_dir: path-like. Receives `steps.jsonl`, `log.csv`, `log.json` and

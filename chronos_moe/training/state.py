@@ -48,7 +48,8 @@ class TrainingRun:
             checkpoints), `True` (the newest complete checkpoint, else a fresh
             run) or a checkpoint directory (that one or a `RunError`).
         config: dict. What `trainer_state.json` records as the run's config.
-        config_hash: str. Its fingerprint. Defaults to the sha256 of `config`.
+        config_hash: str. Its fingerprint. Defaults to the first 16 hex digits of
+            the sha256 of `config` as JSON.
     """
 
     def __init__(
@@ -190,6 +191,11 @@ class TrainingRun:
     def batch_index(self) -> int:
         """The dataset index of the step that just ended."""
         return self.step - 1 - self.origin
+
+    def ends_window(self, every: int) -> bool:
+        """Whether the step that just ended closes a window of `every` steps (the
+        last step closes one too)."""
+        return self.step % every == 0 or self.step == self.max_steps
 
     def newest(self) -> str:
         return f"step-{self.saved}" if self.saved else "none"
