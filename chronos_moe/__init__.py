@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 # Public name -> module that defines it.
 _EXPORTS = {
     "backend_info": "chronos_moe.backend",
-    "CheckpointError": "chronos_moe.checkpoints",
+    "CheckpointError": "chronos_moe.errors",
     "ChronosConfig": "chronos_moe.config",
     "read_arrow": "chronos_moe.data.arrow",
     "write_arrow": "chronos_moe.data.arrow",
@@ -103,7 +103,6 @@ __all__ = [
 
 if TYPE_CHECKING:
     from chronos_moe.backend import backend_info
-    from chronos_moe.checkpoints import CheckpointError
     from chronos_moe.config import ChronosConfig
     from chronos_moe.data.arrow import read_arrow, write_arrow
     from chronos_moe.data.dataset import ChronosDataset
@@ -111,6 +110,7 @@ if TYPE_CHECKING:
     from chronos_moe.data.mixup import tsmixup
     from chronos_moe.data.source import series_from_dataframe
     from chronos_moe.data.synthetic import generate_sample_series, kernel_synth
+    from chronos_moe.errors import CheckpointError
     from chronos_moe.evaluation.evaluate import EvaluationResult, evaluate
     from chronos_moe.evaluation.metrics import (
         aggregate_relative_score,

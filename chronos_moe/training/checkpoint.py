@@ -36,7 +36,7 @@ import numpy as np
 import safetensors.numpy
 
 from chronos_moe.atomic import fsync_directory, fsync_file
-from chronos_moe.checkpoints import read_safetensors
+from chronos_moe.safetensors_reader import read_safetensors
 from chronos_moe.training import faults
 
 logger = logging.getLogger(__name__)
