@@ -38,7 +38,7 @@ _EXPORTS = {
     "generate_sample_series": "chronos_moe.data.synthetic",
     "kernel_synth": "chronos_moe.data.synthetic",
     "evaluate": "chronos_moe.evaluation.evaluate",
-    "EvaluationResult": "chronos_moe.evaluation.evaluate",
+    "EvaluationResult": "chronos_moe.evaluation.results",
     "aggregate_relative_score": "chronos_moe.evaluation.metrics",
     "mean_absolute_scaled_error": "chronos_moe.evaluation.metrics",
     "weighted_quantile_loss": "chronos_moe.evaluation.metrics",
@@ -111,13 +111,14 @@ if TYPE_CHECKING:
     from chronos_moe.data.source import series_from_dataframe
     from chronos_moe.data.synthetic import generate_sample_series, kernel_synth
     from chronos_moe.errors import CheckpointError
-    from chronos_moe.evaluation.evaluate import EvaluationResult, evaluate
+    from chronos_moe.evaluation.evaluate import evaluate
     from chronos_moe.evaluation.metrics import (
         aggregate_relative_score,
         mean_absolute_scaled_error,
         weighted_quantile_loss,
     )
     from chronos_moe.evaluation.plots import plot_forecast, plot_training_curves
+    from chronos_moe.evaluation.results import EvaluationResult
     from chronos_moe.evaluation.routing import RoutingAnalysis, analyze_routing
     from chronos_moe.models.chronos_t5 import ChronosT5
     from chronos_moe.moe.balancing import LoadBalancingRegularizer

@@ -224,6 +224,7 @@ def test_run_evaluate_prints_the_table_and_writes_csv(dense_pipeline, tmp_path, 
 
 def test_docstring_examples_run():
     # `chronos_moe.evaluation.evaluate` is the function; the module is imported by name.
-    evaluate_module = importlib.import_module("chronos_moe.evaluation.evaluate")
-    result = doctest.testmod(evaluate_module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
+    for name in ("chronos_moe.evaluation.evaluate", "chronos_moe.evaluation.results"):
+        module = importlib.import_module(name)
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, name
