@@ -23,9 +23,9 @@ from chronos_moe.data.source import (
     is_dataframe,
     series_from_dataframe,
 )
+from chronos_moe.data.validation_windows import ValidationWindows
 from chronos_moe.data.windows import (
     TrainingWindows,
-    ValidationWindows,
     Window,
     WindowId,
     check_probability,
