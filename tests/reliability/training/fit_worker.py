@@ -53,6 +53,8 @@ def main(start: str, data: str, output: str) -> int:
         )
     except TrainingStopped as stopped:
         print(stopped, file=sys.stderr)
+        return 0
+    checkpoints.save_chronos(model, f"{output}/final")
     return 0
 
 

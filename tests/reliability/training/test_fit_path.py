@@ -10,7 +10,6 @@ test in this folder exercises them on the `fit` path as well.)
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -18,13 +17,11 @@ import sys
 import pytest
 
 from chronos_moe.training.logs import STEPS_LOG, read_steps
-from chronos_moe.training.state import CHECKPOINTS
-from tests.reliability.training.fit_worker import MAX_STEPS
 from tests.reliability.training.runs import (
     ROOT,
     TIMEOUT,
     assert_every_checkpoint_verifies,
-    assert_same_arrays,
+    assert_same_run,
     committed,
     torn,
 )
@@ -72,17 +69,7 @@ def test_fit_resumes_exactly_after_kill_9_and_sigterm(runs, fit_reference):
     assert last.returncode == 0, last.stderr
     recorded = [tuple(line) for line in runs.recorded("fit-faults")]
     assert [point for _, point, _ in recorded] == ["step.end", "save.optimizer", "step.end"]
-    steps, expected = read_steps(output / STEPS_LOG), read_steps(fit_reference / STEPS_LOG)
-    assert [line["step"] for line in steps] == list(range(1, MAX_STEPS + 1))
-    for line, want in zip(steps, expected, strict=True):
-        assert line == want, f"step {line['step']}: {line} != {want}"
-    final = f"step-{MAX_STEPS}"
-    assert_same_arrays(output / CHECKPOINTS / final, fit_reference / CHECKPOINTS / final)
-    state, want = (
-        json.loads((o / CHECKPOINTS / final / "trainer_state.json").read_text())
-        for o in (output, fit_reference)
-    )
-    assert state["data"] == want["data"] and state["step"] == MAX_STEPS
+    assert_same_run(output, fit_reference)
     assert_every_checkpoint_verifies(output)
 
 
