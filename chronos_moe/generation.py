@@ -12,7 +12,7 @@ from typing import Any
 from keras import ops
 
 from chronos_moe import backend
-from chronos_moe.layers.t5 import direct_layer_calls
+from chronos_moe.layers.common import direct_layer_calls
 
 
 def filter_logits(logits, temperature, top_k: int, top_p, use_top_p: bool, banned_token: int):
