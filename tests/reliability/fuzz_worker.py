@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import traceback
 import tracemalloc
 from pathlib import Path
@@ -42,6 +43,18 @@ def read_arrow_series(path: Path) -> None:
             pass
 
 
+def warm_up_arrow(directory: Path) -> None:
+    """Reads one valid file first, untraced: pyarrow imports pandas on the first
+    `to_numpy` of a chunk, a one-time cost that is not the reading of any input."""
+    import pyarrow as pa
+
+    table = pa.table({"start": pa.array(["2000-01-01"]), "target": pa.array([[1.0, None]])})
+    path = directory / "warm_up.arrow"
+    with pa.ipc.new_file(str(path), table.schema) as writer:
+        writer.write_table(table)
+    read_arrow_series(path)
+
+
 def library_error(target: str) -> type[Exception]:
     if target == "arrow":
         from chronos_moe.data.errors import DataError
@@ -57,10 +70,14 @@ TARGETS = {
     "checkpoint_weights": read_checkpoint_weights,
     "arrow": read_arrow_series,
 }
+WARM_UPS = {"arrow": warm_up_arrow}
 
 
 def main(target: str) -> None:
     reader, allowed = TARGETS[target], library_error(target)
+    if target in WARM_UPS:
+        with tempfile.TemporaryDirectory() as directory:
+            WARM_UPS[target](Path(directory))
     tracemalloc.start()
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
