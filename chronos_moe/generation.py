@@ -12,7 +12,7 @@ from typing import Any
 from keras import ops
 
 from chronos_moe import backend
-from chronos_moe.layers.t5 import direct_layer_calls
+from chronos_moe.layers.common import direct_layer_calls
 
 
 def filter_logits(logits, temperature, top_k: int, top_p, use_top_p: bool, banned_token: int):
@@ -254,55 +254,28 @@ def generate_tokens(
     The layers are called directly (`direct_layer_calls`), without Keras'
     per-call bookkeeping, unless the model uses a mixed dtype policy.
     """
-    with direct_layer_calls(model):
-        return _generate_tokens(
-            model,
-            input_ids,
-            attention_mask,
-            seed,
-            temperature,
-            top_p,
-            prediction_length=prediction_length,
-            num_samples=num_samples,
-            top_k=top_k,
-            use_top_p=use_top_p,
-        )
-
-
-def _generate_tokens(
-    model,
-    input_ids,
-    attention_mask,
-    seed,
-    temperature,
-    top_p,
-    *,
-    prediction_length,
-    num_samples,
-    top_k,
-    use_top_p,
-):
     batch = ops.shape(input_ids)[0]
     rows = batch * num_samples
-    encoder_states = model.encode(input_ids, attention_mask)
-    self_cache, cross_cache = model.init_cache(encoder_states, rows, prediction_length)
-    compute_logits = model.logits_function(encoder_states, attention_mask)
-    constants = model.decoding_constants(attention_mask, prediction_length)
-    tokens = ops.zeros((rows, prediction_length), "int32")
-    start = ops.full((rows, 1), model.decoder_start_token_id, "int32")
+    with direct_layer_calls(model):
+        encoder_states = model.encode(input_ids, attention_mask)
+        self_cache, cross_cache = model.init_cache(encoder_states, rows, prediction_length)
+        compute_logits = model.logits_function(encoder_states, attention_mask)
+        constants = model.decoding_constants(attention_mask, prediction_length)
+        tokens = ops.zeros((rows, prediction_length), "int32")
+        start = ops.full((rows, 1), model.decoder_start_token_id, "int32")
 
-    def step(index, state):
-        tokens, previous, self_cache = state
-        hidden, self_cache = model.decode_step(
-            previous, index, self_cache, cross_cache, attention_mask, constants
-        )
-        logits = ops.cast(compute_logits(hidden)[:, 0, :], "float32")  # (rows, vocab)
-        uniform = backend.uniform_noise(seed, index, (rows, 1))
-        chosen = sample_next_tokens(
-            logits, uniform, temperature, top_k, top_p, use_top_p, model.eos_token_id
-        )[:, None]  # (rows, 1)
-        tokens = backend.update_cache(tokens, chosen, index, axis=1)
-        return tokens, chosen, self_cache
+        def step(index, state):
+            tokens, previous, self_cache = state
+            hidden, self_cache = model.decode_step(
+                previous, index, self_cache, cross_cache, attention_mask, constants
+            )
+            logits = ops.cast(compute_logits(hidden)[:, 0, :], "float32")  # (rows, vocab)
+            uniform = backend.uniform_noise(seed, index, (rows, 1))
+            chosen = sample_next_tokens(
+                logits, uniform, temperature, top_k, top_p, use_top_p, model.eos_token_id
+            )[:, None]  # (rows, 1)
+            tokens = backend.update_cache(tokens, chosen, index, axis=1)
+            return tokens, chosen, self_cache
 
-    tokens, _, _ = ops.fori_loop(0, prediction_length, step, (tokens, start, self_cache))
+        tokens, _, _ = ops.fori_loop(0, prediction_length, step, (tokens, start, self_cache))
     return ops.reshape(tokens, (batch, num_samples, prediction_length))

@@ -405,12 +405,26 @@ def _torch_cpu_traits() -> tuple[int, bool]:
     if platform.machine().lower() in ("aarch64", "arm64"):
         sve256 = capability == "sve256" or (capability == "" and _sve_vector_bytes() == 32)
         return (8 if sve256 else 4), True
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_features__ as features
+    features = _numpy_cpu_features()
     avx2 = features.get("AVX2", False) and features.get("FMA3", False)
     return 8, bool(avx2) and capability != "default"
+
+
+def _numpy_cpu_features() -> dict[str, bool]:
+    """The CPU features numpy detected at import (`{"AVX2": True, ...}`).
+
+    numpy has no public API that answers "does this CPU have AVX2 and FMA"
+    (`numpy.lib.introspect.opt_func_info` names dispatch targets, whose names
+    change between releases), and torch may not be installed; this wrapper is
+    the one reader of numpy's private `__cpu_features__`.
+    `tests/test_tokenizer.py::test_numpy_cpu_features_private_api` fails
+    loudly when numpy changes it.
+    """
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__
+    return __cpu_features__
 
 
 def _sve_vector_bytes() -> int:

@@ -166,6 +166,18 @@ def test_cpu_traits_match_torch():
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 only")
+def test_numpy_cpu_features_private_api():
+    """numpy's private `__cpu_features__` (read by one wrapper) still maps
+    feature names to booleans, AVX2 and FMA3 among them, and agrees with the
+    capability torch dispatches to."""
+    features = tokenizer_module._numpy_cpu_features()
+    assert isinstance(features, dict) and {"AVX2", "FMA3"} <= set(features)
+    assert all(isinstance(value, bool) for value in features.values())
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        assert features["AVX2"] and features["FMA3"]
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 only")
 def test_parity_under_the_default_cpu_capability():
     # ATEN_CPU_CAPABILITY=default runs torch's unfused kernels; the tokenizer must follow.
     script = textwrap.dedent(

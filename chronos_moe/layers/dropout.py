@@ -1,24 +1,26 @@
-"""Dropout whose training-mode mask is drawn by `backend.dropout` where the
-backend has a faster one (torch)."""
+"""`FastDropout`: dropout whose training-mode mask the backend draws
+(`backend.dropout`: cheaper masks on torch, Keras' own on JAX)."""
 
 from __future__ import annotations
 
 import keras
 
 from chronos_moe import backend
+from chronos_moe.layers.common import register
 
 
-@keras.saving.register_keras_serializable(package="chronos_moe")
+@register
 class FastDropout(keras.layers.Dropout):
     """`keras.layers.Dropout` with a cheaper training-mode mask on torch.
 
-    Without `noise_shape` and `seed` (T5's dropouts), training on torch goes
-    through `backend.dropout`: the same rate up to 2⁻¹⁶
+    Without `noise_shape` and `seed` (T5's dropouts), training goes through
+    `backend.dropout`: on torch the same rate up to 2⁻¹⁶
     (`backend.dropout_rate_drawn`), drawn from torch's global generator as
     Keras' unseeded torch dropout is, about 3× cheaper to draw, and a 1-byte
-    mask kept for the backward pass. Everything else (JAX, a seed or noise
-    shape, inference) is `keras.layers.Dropout`'s own; the layer's variables
-    (its seed generator's state) are the same, so checkpoints are unchanged.
+    mask kept for the backward pass; on JAX Keras' own dropout, from the
+    layer's seed generator. Everything else (a seed or noise shape, inference)
+    is `keras.layers.Dropout`'s own; the layer's variables (its seed
+    generator's state) are the same, so checkpoints are unchanged.
 
     Example:
 
@@ -32,19 +34,7 @@ class FastDropout(keras.layers.Dropout):
     True
     """
 
-    def uses_backend_dropout(self, training) -> bool:
-        """Whether a call with this `training` flag drops through
-        `backend.dropout` (so a caller may fuse it, as `T5Attention` does
-        with `backend.attention_with_dropout`)."""
-        return bool(
-            training
-            and self.rate > 0
-            and self.noise_shape is None
-            and self.seed is None
-            and backend.fast_dropout_available()
-        )
-
     def call(self, inputs, training=False):
-        if self.uses_backend_dropout(training):
-            return backend.dropout(inputs, self.rate)
+        if training and self.rate > 0 and self.noise_shape is None and self.seed is None:
+            return backend.dropout(inputs, self.rate, self.seed_generator)
         return super().call(inputs, training=training)

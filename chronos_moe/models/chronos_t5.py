@@ -13,18 +13,12 @@ from keras import ops
 
 from chronos_moe import backend
 from chronos_moe.config import T5_PRESETS, ChronosConfig
+from chronos_moe.layers.attention import MASK_BIAS, cast_bias, sum_bias_terms
+from chronos_moe.layers.block import T5Block
+from chronos_moe.layers.common import invoke, normal_initializer, register
 from chronos_moe.layers.dropout import FastDropout
-from chronos_moe.layers.t5 import (
-    MASK_BIAS,
-    T5Block,
-    T5LayerNorm,
-    T5RelativePositionBias,
-    cast_bias,
-    invoke,
-    normal_initializer,
-    register,
-    sum_bias_terms,
-)
+from chronos_moe.layers.layer_norm import T5LayerNorm
+from chronos_moe.layers.position_bias import T5RelativePositionBias
 
 IGNORE_INDEX = -100
 
@@ -201,6 +195,7 @@ class ChronosT5(keras.Model):
                     dropout_rate=dropout_rate,
                     layer_norm_epsilon=layer_norm_epsilon,
                     initializer_factor=factor,
+                    hidden_dim=d_model,
                     dtype=self.dtype_policy,
                     name=f"{prefix}_block_{i}",
                 )
@@ -308,7 +303,7 @@ class ChronosT5(keras.Model):
         bias = terms if training else sum_bias_terms(terms)
         hidden = invoke(self.dropout, invoke(self.shared, input_ids), training=training)
         for block in self.encoder_blocks:
-            hidden, _ = invoke(block, hidden, self_attention_bias=bias, training=training)
+            hidden = invoke(block, hidden, self_attention_bias=bias, training=training)
         hidden = invoke(self.encoder_final_norm, hidden)
         return invoke(self.dropout, hidden, training=training)
 
@@ -325,7 +320,7 @@ class ChronosT5(keras.Model):
         cross_bias = cast_bias(padding_bias(attention_mask), self.compute_dtype)
         hidden = invoke(self.dropout, invoke(self.shared, decoder_input_ids), training=training)
         for block in self.decoder_blocks:
-            hidden, _, _ = invoke(
+            hidden = invoke(
                 block,
                 hidden,
                 self_attention_bias=self_bias,
@@ -389,20 +384,7 @@ class ChronosT5(keras.Model):
         positions = ops.arange(max_length, dtype="int32")
         causal = ops.where(positions[None, :] > positions[:, None], MASK_BIAS, 0.0)
         self_bias = invoke(self.decoder_position_bias, positions, positions) + causal[None, None]
-        projections = tuple(
-            ops.cast(
-                ops.concatenate(
-                    [
-                        block.self_attention.query.kernel,
-                        block.self_attention.key.kernel,
-                        block.self_attention.value.kernel,
-                    ],
-                    axis=1,
-                ),
-                self.compute_dtype,
-            )
-            for block in self.decoder_blocks
-        )
+        projections = tuple(block.self_attention.projection() for block in self.decoder_blocks)
         return {
             "self_bias": cast_bias(self_bias, self.compute_dtype),
             "cross_bias": cast_bias(padding_bias(attention_mask), self.compute_dtype),
@@ -449,15 +431,14 @@ class ChronosT5(keras.Model):
         for block, layer_cache, layer_cross, projection in zip(
             self.decoder_blocks, self_cache, cross_cache, constants["projections"], strict=True
         ):
-            hidden, layer_cache, _ = invoke(
-                block,
+            hidden, layer_cache = block.decode_step(
                 hidden,
-                self_attention_bias=self_bias,
-                cross_attention_bias=constants["cross_bias"],
-                self_attention_cache=layer_cache,
-                cross_attention_cache=layer_cross,
-                cache_index=cache_index,
-                self_attention_projection=projection,
+                self_bias,
+                constants["cross_bias"],
+                layer_cache,
+                layer_cross,
+                cache_index,
+                projection,
             )
             new_cache.append(layer_cache)
         return invoke(self.decoder_final_norm, hidden), tuple(new_cache)

@@ -8,7 +8,7 @@ import warnings
 import keras
 from keras import ops
 
-from chronos_moe.layers.t5 import register
+from chronos_moe.layers.common import register
 
 
 def load_balancing_loss(router_probs, expert_indices, num_experts: int):

@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from chronos_moe import backend
-from chronos_moe.layers.t5 import normal_initializer, register
+from chronos_moe.layers.common import normal_initializer, register
 
 
 @register

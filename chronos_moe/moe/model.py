@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from chronos_moe.layers.t5 import register
+from chronos_moe.layers.common import register
 from chronos_moe.models.chronos_t5 import (
     ChronosT5,
     format_count,

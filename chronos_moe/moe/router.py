@@ -7,7 +7,7 @@ import numbers
 import keras
 from keras import ops
 
-from chronos_moe.layers.t5 import register
+from chronos_moe.layers.common import register
 
 
 def masked_mean(states, mask):

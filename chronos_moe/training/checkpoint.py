@@ -35,7 +35,9 @@ import keras
 import numpy as np
 import safetensors.numpy
 
+from chronos_moe.backend import global_rng_state, set_global_rng_state  # noqa: F401 (re-exported)
 from chronos_moe.checkpoints import read_safetensors
+from chronos_moe.layers.common import sublayers
 from chronos_moe.training import faults
 
 logger = logging.getLogger(__name__)
@@ -77,10 +79,11 @@ def _part(name: str) -> str:
 def _seed_owners(model: Any) -> dict[int, str]:
     """`id(seed-generator state variable) -> path of the layer that draws from it`."""
     owners: dict[int, str] = {}
-    flatten = getattr(model, "_flatten_layers", None)
-    for layer in flatten(include_self=True, recursive=True) if flatten else []:
-        for generator in getattr(layer, "_seed_generators", []):
-            owners[id(generator.state)] = getattr(layer, "path", None) or layer.name
+    layers = [model, *sublayers(model)] if isinstance(model, keras.Layer) else []
+    for layer in layers:
+        for value in vars(layer).values():
+            if isinstance(value, keras.random.SeedGenerator):
+                owners[id(value.state)] = getattr(layer, "path", None) or layer.name
     return owners
 
 
@@ -409,42 +412,6 @@ def load_checkpoint(
     optimizer_file = path / "optimizer.safetensors"
     _assign_arrays(optimizer.variables, optimizer_arrays, "optimizer", optimizer_file)
     return state
-
-
-def global_rng_state() -> dict[str, Any]:
-    """The backend's global random state, which no model variable holds, as JSON.
-
-    Keras' torch backend draws the masks of a `Dropout` layer built without a
-    seed from torch's global generator (JAX draws every mask from the layers'
-    seed-generator variables, which the checkpoint holds), so an exact resume
-    on torch restores that generator too.
-
-    Example:
-
-    >>> state = global_rng_state()
-    >>> set_global_rng_state(state)  # a no-op on JAX
-    """
-    if keras.backend.backend() != "torch":
-        return {}
-    import torch
-
-    state = {"torch_cpu": torch.get_rng_state().tolist()}
-    if torch.cuda.is_available():
-        state["torch_cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def set_global_rng_state(state: dict[str, Any]) -> None:
-    """Restores a `global_rng_state()`; a state of another backend is ignored."""
-    if keras.backend.backend() != "torch" or "torch_cpu" not in state:
-        return
-    import torch
-
-    torch.set_rng_state(torch.tensor(state["torch_cpu"], dtype=torch.uint8))
-    if "torch_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(
-            [torch.tensor(s, dtype=torch.uint8) for s in state["torch_cuda"]]
-        )
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> None:

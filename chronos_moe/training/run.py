@@ -363,7 +363,7 @@ def _run(
 ) -> TrainResult:
     """The body of `train` once the output directory is checked and locked."""
     optimizer = build_optimizer(config)
-    model.compile(optimizer=optimizer, jit_compile=backend.BACKEND == "jax")
+    model.compile(optimizer=optimizer, jit_compile=backend.JIT_COMPILE)
     start_step = skips = 0  # skips: non-finite steps in a row (nan_policy: skip)
     if start.checkpoint is not None:
         resume_from = start.checkpoint

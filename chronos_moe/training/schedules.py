@@ -8,7 +8,7 @@ import math
 import keras
 from keras import ops
 
-from chronos_moe.layers.t5 import register
+from chronos_moe.layers.common import register
 
 
 @register

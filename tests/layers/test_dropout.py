@@ -11,8 +11,8 @@ import pytest
 from keras import ops
 
 from chronos_moe import backend
+from chronos_moe.layers.block import T5Block
 from chronos_moe.layers.dropout import FastDropout
-from chronos_moe.layers.t5 import T5Block
 from chronos_moe.models.chronos_t5 import ChronosT5
 
 TORCH = keras.config.backend() == "torch"
@@ -53,6 +53,7 @@ def test_every_lane_of_the_random_words_is_uniform():
         assert abs(fraction - 0.5) < dropped_fraction_bound(0.5, COUNT // 4), (lane, fraction)
 
 
+@pytest.mark.skipif(not TORCH, reason="torch's 16-bit masks; JAX draws the rate itself")
 def test_rate_resolution():
     assert backend.dropout_rate_drawn(0.1) == 6554 / 65536
     assert backend.dropout_rate_drawn(0.5) == 0.5
@@ -110,11 +111,13 @@ def test_torch_masks_come_from_the_global_generator():
 
 @pytest.mark.skipif(not TORCH, reason="backend.dropout is torch's path; JAX uses Keras' dropout")
 def test_a_large_mask_drawn_in_parallel_blocks_follows_the_global_generator_only():
-    # Over `_WORDS_PER_DRAW` words the blocks are drawn on several threads, each
+    # Over `WORDS_PER_DRAW` words the blocks are drawn on several threads, each
     # with its own generator seeded from the global one.
     import torch
 
-    lanes = 4 * (2 * backend._WORDS_PER_DRAW + 5)  # three blocks, the last one short
+    from chronos_moe.backend.torch_dropout import WORDS_PER_DRAW
+
+    lanes = 4 * (2 * WORDS_PER_DRAW + 5)  # three blocks, the last one short
     x = torch.ones(lanes, dtype=torch.bfloat16)
     state, threads = torch.get_rng_state(), torch.get_num_threads()
     try:
@@ -129,7 +132,7 @@ def test_a_large_mask_drawn_in_parallel_blocks_follows_the_global_generator_only
         np.testing.assert_array_equal(masks[0], mask)
     dropped = masks[0].mean()
     assert abs(dropped - backend.dropout_rate_drawn(0.1)) < dropped_fraction_bound(0.1, lanes)
-    block = 4 * backend._WORDS_PER_DRAW
+    block = 4 * WORDS_PER_DRAW
     first, second = masks[0][:block], masks[0][block : 2 * block]
     assert (first != second).mean() > 0.1  # blocks are independent draws, not one repeated
     torch.set_rng_state(state)
@@ -137,17 +140,16 @@ def test_a_large_mask_drawn_in_parallel_blocks_follows_the_global_generator_only
     assert not np.array_equal((backend.dropout(x, 0.1) == 0).numpy(), masks[0])
 
 
+@pytest.mark.skipif(not TORCH, reason="JAX's dropout is Keras' own, with its own checks")
 def test_invalid_rate():
-    if TORCH:
-        with pytest.raises(ValueError, match="rate"):
-            backend.dropout(ops.ones((3,)), 1.5)
-    else:
-        with pytest.raises(NotImplementedError, match="torch-only"):
-            backend.dropout(ops.ones((3,)), 0.5)
+    with pytest.raises(ValueError, match="rate"):
+        backend.dropout(ops.ones((3,)), 1.5)
 
 
 def test_t5_layers_use_fast_dropout():
-    block = T5Block(num_heads=2, key_value_dim=4, intermediate_dim=16, dropout_rate=0.1)
+    block = T5Block(
+        num_heads=2, key_value_dim=4, intermediate_dim=16, dropout_rate=0.1, hidden_dim=8
+    )
     assert isinstance(block.dropout, FastDropout)
     assert isinstance(block.self_attention.dropout, FastDropout)
     assert isinstance(block.feed_forward.dropout, FastDropout)

@@ -80,7 +80,12 @@ def layer_cases():
     x, memory = random(2, 5, D_MODEL), random(2, 6, D_MODEL, seed=1)
     cross_bias = np.zeros((2, 1, 1, 6), "float32")
     cross_bias[1, ..., :2] = -1e9
-    block = {"num_heads": HEADS, "key_value_dim": D_KV, "intermediate_dim": D_FF}
+    block = {
+        "num_heads": HEADS,
+        "key_value_dim": D_KV,
+        "intermediate_dim": D_FF,
+        "hidden_dim": D_MODEL,
+    }
     return {
         "layer-norm": (T5LayerNorm, {"epsilon": 1e-3}, [x], {}, D_MODEL),
         "relative-position-bias": (
@@ -92,28 +97,28 @@ def layer_cases():
         ),
         "self-attention": (
             T5Attention,
-            {"num_heads": 3, "key_value_dim": 5},
+            {"num_heads": 3, "key_value_dim": 5, "hidden_dim": D_MODEL},
             [x],
             {},
             4 * D_MODEL * 3 * 5,
         ),
         "cross-attention": (
             T5Attention,
-            {"num_heads": HEADS, "key_value_dim": D_KV},
+            {"num_heads": HEADS, "key_value_dim": D_KV, "hidden_dim": D_MODEL},
             [x],
             {"key_value_states": memory, "attention_bias": cross_bias},
             4 * D_MODEL * INNER,
         ),
         "feed-forward-relu": (
             T5FeedForward,
-            {"intermediate_dim": D_FF},
+            {"intermediate_dim": D_FF, "hidden_dim": D_MODEL},
             [x],
             {},
             2 * D_MODEL * D_FF,
         ),
         "feed-forward-gated-gelu": (
             T5FeedForward,
-            {"intermediate_dim": D_FF, "feed_forward_proj": "gated-gelu"},
+            {"intermediate_dim": D_FF, "feed_forward_proj": "gated-gelu", "hidden_dim": D_MODEL},
             [x],
             {},
             3 * D_MODEL * D_FF,
@@ -174,7 +179,7 @@ def test_relative_position_bias_values():
 def test_feed_forward_values(projection):
     """The activation is the named one (gated gelu: tanh approximation, `gelu_new`)."""
     x = random(2, 4, D_MODEL)
-    layer = T5FeedForward(intermediate_dim=D_FF, feed_forward_proj=projection)
+    layer = T5FeedForward(intermediate_dim=D_FF, feed_forward_proj=projection, hidden_dim=D_MODEL)
     y = ops.convert_to_numpy(layer(x))
     weights = [np.asarray(w) for w in layer.get_weights()]
     if projection == "relu":
@@ -190,7 +195,7 @@ def test_feed_forward_values(projection):
 
 def test_feed_forward_rejects_unknown_projection():
     with pytest.raises(ValueError, match="feed_forward_proj"):
-        T5FeedForward(intermediate_dim=4, feed_forward_proj="swish")
+        T5FeedForward(intermediate_dim=4, feed_forward_proj="swish", hidden_dim=8)
 
 
 # ---- ChronosT5 ---------------------------------------------------------------------------

@@ -1,15 +1,13 @@
-"""Inference fast paths give the plain paths' results: direct layer calls
-(`direct_layer_calls` / `invoke`), the torch layer norm and matmul shortcuts,
-and their fallbacks (mixed precision, unbuilt layers, non-float inputs)."""
+"""Direct layer calls (`layers.common.direct_layer_calls` / `invoke`) give the
+plain calls' results, and fall back under a mixed dtype policy and for
+unbuilt layers."""
 
-import keras
 import numpy as np
-import pytest
 from keras import ops
 
-from chronos_moe import backend
 from chronos_moe.generation import generate_tokens
-from chronos_moe.layers.t5 import T5LayerNorm, direct_layer_calls, invoke
+from chronos_moe.layers.common import direct_layer_calls, invoke
+from chronos_moe.layers.layer_norm import T5LayerNorm
 from tests.layers.helpers import small_model
 
 
@@ -73,29 +71,3 @@ def test_generate_tokens_greedy_matches_a_full_pass_argmax():
     )
     logits[..., model.eos_token_id] = -np.inf
     np.testing.assert_array_equal(tokens, logits.argmax(-1))
-
-
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_rms_norm_matches_the_t5_formula(dtype):
-    rng = np.random.default_rng(1)
-    x = ops.cast(ops.convert_to_tensor(rng.normal(size=(3, 4, 16)).astype("float32") * 5), dtype)
-    scale = ops.cast(ops.convert_to_tensor(rng.normal(size=(16,)).astype("float32")), dtype)
-    out = ops.convert_to_numpy(ops.cast(backend.rms_norm(x, scale, 1e-6, dtype), "float32"))
-    x32 = ops.convert_to_numpy(ops.cast(x, "float32"))
-    normed = x32 / np.sqrt(np.mean(x32**2, axis=-1, keepdims=True) + 1e-6)
-    normed = ops.convert_to_numpy(ops.cast(ops.cast(normed, dtype), "float32"))
-    expected = normed * ops.convert_to_numpy(ops.cast(scale, "float32"))
-    tolerance = 1e-5 if dtype == "float32" else 2e-2
-    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
-
-
-def test_matmul_shortcut_and_fallbacks_agree_with_keras_ops():
-    rng = np.random.default_rng(2)
-    a = rng.normal(size=(2, 3, 8)).astype("float32")
-    kernel = keras.Variable(rng.normal(size=(8, 5)).astype("float32"))
-    expected = a @ ops.convert_to_numpy(kernel)
-    out = backend.matmul(ops.convert_to_tensor(a), kernel)  # variable operand
-    np.testing.assert_allclose(ops.convert_to_numpy(out), expected, rtol=1e-5, atol=1e-5)
-    # int operands and numpy inputs go through keras.ops.matmul
-    ints = backend.matmul(np.ones((2, 3), "int32"), np.ones((3, 4), "int32"))
-    np.testing.assert_array_equal(ops.convert_to_numpy(ints), np.full((2, 4), 3))

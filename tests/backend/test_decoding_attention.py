@@ -1,7 +1,7 @@
-"""The fused decoding sub-layers (`backend.decoding_self_attention`,
-`backend.decoding_cross_attention`): their raw torch implementation, their
-`keras.ops` fallback and the layers' op-by-op path give the same results, and
-both agree with a float64 NumPy formula."""
+"""The decoding attention kernels (`backend.decoding_self_attention`,
+`backend.decoding_cross_attention`) against their `keras.ops` references in
+`layers.attention` and a float64 NumPy formula, alone and in a model's cached
+decoding; and torch's raw candidate sampling against `generation.sample_top_k`."""
 
 import keras
 import numpy as np
@@ -9,7 +9,8 @@ import pytest
 from keras import ops
 
 from chronos_moe import backend
-from chronos_moe.layers.t5 import T5Attention, direct_layer_calls
+from chronos_moe.layers import attention as reference
+from chronos_moe.layers.common import direct_layer_calls
 from tests.layers.helpers import small_model
 
 HEADS, D_KV, D_MODEL = 2, 4, 6
@@ -28,10 +29,8 @@ def softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-# The keras.ops fallback is JAX's only path (checked against the formula);
-# on torch the raw shortcut must equal it.
 torch_only = pytest.mark.skipif(
-    keras.config.backend() != "torch", reason="only torch has a raw shortcut to compare"
+    keras.config.backend() != "torch", reason="only torch has raw candidate sampling"
 )
 
 
@@ -56,9 +55,10 @@ def expected_self_attention(hidden, projection, output_kernel, keys, values, bia
     return (context.reshape(batch, -1) @ output_kernel)[:, None], keys, values
 
 
-def run_self_attention(case, index, attended, dtype="float32"):
+def run_self_attention(case, index, attended, dtype="float32", kernel=None):
+    kernel = kernel or backend.decoding_self_attention
     hidden, projection, output_kernel, keys, values, bias = (tensor(x, dtype) for x in case)
-    out, (new_keys, new_values) = backend.decoding_self_attention(
+    out, (new_keys, new_values) = kernel(
         hidden, projection, output_kernel, (keys, values), index, attended, bias, HEADS
     )
     return numpy(out), numpy(new_keys), numpy(new_values)
@@ -83,14 +83,13 @@ def test_self_attention_step_reads_only_the_attended_positions():
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
 
 
-@torch_only
-def test_self_attention_step_fallback_equals_the_shortcut(monkeypatch):
-    case = self_attention_case(np.random.default_rng(2))
-    fast = run_self_attention(case, 5, 8)
-    monkeypatch.setattr(backend, "_torch_floating_tensors", lambda *values: None)
-    slow = run_self_attention(case, 5, 8)
-    for a, b in zip(fast, slow, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("attended", [8, 6, None])
+def test_self_attention_step_matches_the_reference(attended):
+    case = self_attention_case(np.random.default_rng(2), attended=attended or 8)
+    kernel = run_self_attention(case, 5, attended)
+    want = run_self_attention(case, 5, attended, kernel=reference.decoding_self_attention)
+    for a, b in zip(kernel, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_self_attention_step_in_bfloat16_is_close_to_float32():
@@ -120,13 +119,10 @@ def expected_cross_attention(hidden, query_kernel, output_kernel, keys, values, 
     return (context.reshape(batch, -1) @ output_kernel)[:, None]
 
 
-def run_cross_attention(case, dtype="float32"):
+def run_cross_attention(case, dtype="float32", kernel=None):
+    kernel = kernel or backend.decoding_cross_attention
     hidden, query_kernel, output_kernel, keys, values, bias = (tensor(x, dtype) for x in case)
-    return numpy(
-        backend.decoding_cross_attention(
-            hidden, query_kernel, output_kernel, (keys, values), bias, HEADS
-        )
-    )
+    return numpy(kernel(hidden, query_kernel, output_kernel, (keys, values), bias, HEADS))
 
 
 @pytest.mark.parametrize("kv_batch,group", [(2, 3), (1, 4), (5, 1)])
@@ -137,12 +133,22 @@ def test_cross_attention_step_matches_the_formula(kv_batch, group):
     )
 
 
-@torch_only
-def test_cross_attention_step_fallback_equals_the_shortcut(monkeypatch):
-    case = cross_attention_case(np.random.default_rng(5))
-    fast = run_cross_attention(case)
-    monkeypatch.setattr(backend, "_torch_floating_tensors", lambda *values: None)
-    np.testing.assert_allclose(run_cross_attention(case), fast, rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("kv_batch,group", [(2, 3), (1, 4), (5, 1)])
+def test_cross_attention_step_matches_the_reference(kv_batch, group):
+    case = cross_attention_case(np.random.default_rng(5), kv_batch, group)
+    want = run_cross_attention(case, kernel=reference.decoding_cross_attention)
+    np.testing.assert_allclose(run_cross_attention(case), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_numpy_cache_and_kernels_are_converted():
+    """The kernels take NumPy operands too (converted, then the same path)."""
+    case = self_attention_case(np.random.default_rng(8))
+    hidden, projection, output_kernel, keys, values, bias = (x.astype("float32") for x in case)
+    out, _ = backend.decoding_self_attention(
+        hidden, projection, output_kernel, (tensor(keys), tensor(values)), 5, 8, bias, HEADS
+    )
+    want, _, _ = expected_self_attention(*case, index=5)
+    np.testing.assert_allclose(numpy(out), want, rtol=1e-5, atol=1e-5)
 
 
 def decode_logits(model, steps=6, samples=3):
@@ -169,13 +175,14 @@ def decode_logits(model, steps=6, samples=3):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_decoding_steps_equal_the_op_by_op_layers(monkeypatch, dtype):
-    """A model's cached decoding gives the same logits with the fused
-    sub-layers as with T5Attention's op-by-op path (and a wrongly wired fused
+def test_decoding_steps_equal_the_reference_kernels(monkeypatch, dtype):
+    """A model's cached decoding gives the same logits with the backend's
+    kernels as with their `keras.ops` references (and a wrongly wired kernel
     call, e.g. a missing cache write or a swapped kernel, would not)."""
     model = small_model(dtype=dtype)
     fused = decode_logits(model)
-    monkeypatch.setattr(T5Attention, "_decoding_call", lambda self, *args: None)
+    for name in ("decoding_self_attention", "decoding_cross_attention"):
+        monkeypatch.setattr(backend, name, getattr(reference, name))
     plain = decode_logits(model)
     tolerance = 1e-5 if dtype == "float32" else 2e-2
     np.testing.assert_allclose(fused, plain, rtol=tolerance, atol=tolerance)
