@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 # Public name -> module that defines it.
 _EXPORTS = {
     "backend_info": "chronos_moe.backend",
-    "CheckpointError": "chronos_moe.checkpoints",
+    "CheckpointError": "chronos_moe.errors",
     "ChronosConfig": "chronos_moe.config",
     "read_arrow": "chronos_moe.data.arrow",
     "write_arrow": "chronos_moe.data.arrow",
@@ -38,7 +38,7 @@ _EXPORTS = {
     "generate_sample_series": "chronos_moe.data.synthetic",
     "kernel_synth": "chronos_moe.data.synthetic",
     "evaluate": "chronos_moe.evaluation.evaluate",
-    "EvaluationResult": "chronos_moe.evaluation.evaluate",
+    "EvaluationResult": "chronos_moe.evaluation.results",
     "aggregate_relative_score": "chronos_moe.evaluation.metrics",
     "mean_absolute_scaled_error": "chronos_moe.evaluation.metrics",
     "weighted_quantile_loss": "chronos_moe.evaluation.metrics",
@@ -58,7 +58,7 @@ _EXPORTS = {
     "compare": "chronos_moe.training.compare",
     "ConfigError": "chronos_moe.training.config",
     "TrainingConfig": "chronos_moe.training.config",
-    "RunError": "chronos_moe.training.lock",
+    "RunError": "chronos_moe.training.errors",
     "train": "chronos_moe.training.run",
     "TrainResult": "chronos_moe.training.run",
 }
@@ -103,7 +103,6 @@ __all__ = [
 
 if TYPE_CHECKING:
     from chronos_moe.backend import backend_info
-    from chronos_moe.checkpoints import CheckpointError
     from chronos_moe.config import ChronosConfig
     from chronos_moe.data.arrow import read_arrow, write_arrow
     from chronos_moe.data.dataset import ChronosDataset
@@ -111,13 +110,15 @@ if TYPE_CHECKING:
     from chronos_moe.data.mixup import tsmixup
     from chronos_moe.data.source import series_from_dataframe
     from chronos_moe.data.synthetic import generate_sample_series, kernel_synth
-    from chronos_moe.evaluation.evaluate import EvaluationResult, evaluate
+    from chronos_moe.errors import CheckpointError
+    from chronos_moe.evaluation.evaluate import evaluate
     from chronos_moe.evaluation.metrics import (
         aggregate_relative_score,
         mean_absolute_scaled_error,
         weighted_quantile_loss,
     )
     from chronos_moe.evaluation.plots import plot_forecast, plot_training_curves
+    from chronos_moe.evaluation.results import EvaluationResult
     from chronos_moe.evaluation.routing import RoutingAnalysis, analyze_routing
     from chronos_moe.models.chronos_t5 import ChronosT5
     from chronos_moe.moe.balancing import LoadBalancingRegularizer
@@ -129,10 +130,13 @@ if TYPE_CHECKING:
     from chronos_moe.tokenizer import MeanScaleUniformBins
     from chronos_moe.training.compare import compare
     from chronos_moe.training.config import ConfigError, TrainingConfig
-    from chronos_moe.training.run import RunError, TrainResult, train
+    from chronos_moe.training.errors import RunError
+    from chronos_moe.training.run import TrainResult, train
 
 
 def __getattr__(name: str) -> Any:
+    if name == "training":  # `chronos_moe.training.callbacks(...)` after `import chronos_moe`
+        return importlib.import_module("chronos_moe.training")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'chronos_moe' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -6,6 +6,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from chronos_moe.validation import positive_int
+
+# The quantiles a forecast reports unless asked for others: the package's one source.
+DEFAULT_QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
 
 @dataclasses.dataclass(frozen=True)
 class ChronosConfig:
@@ -50,9 +55,7 @@ class ChronosConfig:
                 f"model_type='seq2seq'. Received: model_type={self.model_type!r}"
             )
         for name in ("context_length", "prediction_length", "num_samples", "top_k"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+            positive_int(name, getattr(self, name))
         if self.n_tokens <= self.n_special_tokens + 1:
             raise ValueError(
                 f"`n_tokens` must exceed n_special_tokens + 1 = {self.n_special_tokens + 1}. "

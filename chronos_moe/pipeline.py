@@ -13,21 +13,16 @@ import numpy as np
 from keras import ops
 
 from chronos_moe import backend, checkpoints
+from chronos_moe.config import DEFAULT_QUANTILE_LEVELS
 from chronos_moe.generation import generate_tokens
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE
 from chronos_moe.tokenizer import MeanScaleUniformBins, prepare_context
+from chronos_moe.validation import positive_int
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 COMPUTE_DTYPES = (None, "float32", "bfloat16")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return int(value)
 
 
 def _seed(value: Any) -> int | None:
@@ -252,15 +247,15 @@ class ChronosPipeline:
             float32 array `(n_series, num_samples, prediction_length)`.
         """
         config = self.config
-        prediction_length = _positive_int(
+        prediction_length = positive_int(
             "prediction_length",
             config.prediction_length if prediction_length is None else prediction_length,
         )
-        num_samples = _positive_int(
+        num_samples = positive_int(
             "num_samples", config.num_samples if num_samples is None else num_samples
         )
-        top_k = _positive_int("top_k", config.top_k if top_k is None else top_k)
-        batch_size = _positive_int("batch_size", batch_size)
+        top_k = positive_int("top_k", config.top_k if top_k is None else top_k)
+        batch_size = positive_int("batch_size", batch_size)
         temperature = _number(
             "temperature", config.temperature if temperature is None else temperature
         )

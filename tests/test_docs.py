@@ -45,6 +45,7 @@ PAGES = [
     DOCS / "quickstart.md",
     DOCS / "cli.md",
     DOCS / "configuration.md",
+    DOCS / "training.md",
     *sorted((DOCS / "tutorials").glob("*.md")),
 ]
 HUB_ID = re.compile(r"[\"']amazon/chronos-t5-(tiny|mini|small|base|large)[\"']")

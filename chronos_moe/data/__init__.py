@@ -21,7 +21,8 @@ from chronos_moe.data.mixup import tsmixup
 from chronos_moe.data.report import DataReport, SourceReport
 from chronos_moe.data.source import InMemorySeries, SeriesSource, series_from_dataframe
 from chronos_moe.data.synthetic import generate_sample_series, kernel_synth
-from chronos_moe.data.windows import TrainingWindows, ValidationWindows, Window, WindowId
+from chronos_moe.data.validation_windows import ValidationWindows
+from chronos_moe.data.windows import TrainingWindows, Window, WindowId
 
 __all__ = [
     "ArrowSeriesFile",

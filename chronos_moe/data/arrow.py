@@ -25,7 +25,6 @@ import ctypes
 import dataclasses
 import os
 import sys
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from chronos_moe.atomic import write_atomically
 from chronos_moe.data.errors import DataError
 
 TARGET = "target"
@@ -592,11 +592,11 @@ def write_arrow(
     starts = None if _is_single_time(start) else iter(start)
     single_start = np.datetime64(start, "s") if starts is None else None
     metadata = {b"freq": freq.encode()} if freq else None
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     options = pa.ipc.IpcWriteOptions(compression=compression)
-    writer, schema = None, None
-    rows, pending_values, row_count = [], 0, 0
-    try:
+
+    def write(temporary: str) -> None:
+        writer, schema = None, None
+        rows, pending_values = [], 0
         with open(temporary, "wb") as sink:
 
             def flush():
@@ -630,24 +630,14 @@ def write_arrow(
                 with np.errstate(over="ignore"):
                     rows.append((row_start, values.astype(np.float32)))
                 pending_values += values.size
-                row_count += 1
                 if len(rows) >= rows_per_batch or pending_values >= _BATCH_VALUES:
                     flush()
             if schema is None:
                 raise ValueError("`series` must hold at least one series. Received: no series")
             flush()
             writer.close()
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(temporary, path)
-        _fsync_directory(path.parent)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        # Named after `path`, not the temporary file the user never asked for.
-        raise OSError(error.errno, error.strerror, str(path)) from error
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+
+    write_atomically(path, write)
     return path
 
 
@@ -696,20 +686,6 @@ def _concat(arrays: list[np.ndarray]) -> pa.Array:
 
 def _is_single_time(start: Any) -> bool:
     return isinstance(start, (str, bytes, np.datetime64)) or not isinstance(start, Iterable)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Makes the rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _is_list(data_type: pa.DataType) -> bool:

@@ -23,14 +23,15 @@ from chronos_moe.data.source import (
     is_dataframe,
     series_from_dataframe,
 )
+from chronos_moe.data.validation_windows import ValidationWindows
 from chronos_moe.data.windows import (
     TrainingWindows,
-    ValidationWindows,
     Window,
     WindowId,
     check_probability,
 )
 from chronos_moe.tokenizer import MeanScaleUniformBins
+from chronos_moe.validation import positive_int
 
 STATE_FORMAT = "chronos_moe.ChronosDataset/1"
 # Training batches kept for repeated reads (Keras reads the first batch twice when
@@ -160,10 +161,8 @@ class ChronosDataset(keras.utils.PyDataset):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         if mode not in ("train", "validation"):
             raise ValueError(f"`mode` must be 'train' or 'validation'. Received: mode={mode!r}")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer. Received: {batch_size!r}")
-        if steps is not None and (not isinstance(steps, (int, np.integer)) or steps < 1):
-            raise ValueError(f"`steps` must be a positive integer or None. Received: {steps!r}")
+        positive_int("batch_size", batch_size)
+        positive_int("steps", steps, allow_none=True)
         if mode == "validation" and drop_prob:
             raise ValueError(
                 "Validation windows are not augmented: `drop_prob` applies to mode='train'. "

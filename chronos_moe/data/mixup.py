@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from chronos_moe.validation import positive_int
+
 
 def tsmixup(
     series_list: Sequence[Any],
@@ -64,8 +66,7 @@ def tsmixup(
     if not arrays:
         raise ValueError("`series_list` must hold at least one series. Received: []")
     for name, value in (("num_series", num_series), ("max_components", max_components)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        positive_int(name, value)
     if not (isinstance(min_length, (int, np.integer)) and 1 <= min_length <= max_length):
         raise ValueError(
             "`min_length` and `max_length` must satisfy 1 <= min_length <= max_length. "

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from chronos_moe.validation import positive_int
+
 # Seasonal periods (in steps) of the demo series: weekly/daily/monthly/yearly cycles of
 # the usual sampling frequencies.
 _SAMPLE_PERIODS = (4, 7, 12, 24, 30, 52, 168)
@@ -173,5 +175,4 @@ def _cholesky_with_jitter(covariance: np.ndarray) -> np.ndarray | None:
 
 
 def _check_count(name: str, value: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    positive_int(name, value)

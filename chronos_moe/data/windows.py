@@ -43,6 +43,7 @@ import numpy as np
 from chronos_moe.data.errors import DataError
 from chronos_moe.data.report import DataReport, SourceReport
 from chronos_moe.data.source import SeriesSource
+from chronos_moe.validation import positive_int
 
 
 class WindowId(NamedTuple):
@@ -81,8 +82,7 @@ def check_window_arguments(
         ("prediction_length", prediction_length),
         ("min_past", min_past),
     ):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        positive_int(name, value)
     if not (isinstance(max_missing_prop, (int, float)) and 0.0 <= max_missing_prop <= 1.0):
         raise ValueError(
             f"`max_missing_prop` must be in [0, 1]. Received: max_missing_prop={max_missing_prop!r}"
@@ -370,71 +370,6 @@ class TrainingWindows:
         self._buffer = [self.window(window_id) for window_id in buffer]
         for source, count in zip(self.report.sources, state["all_nan_past"], strict=True):
             source.all_nan_past = int(count)
-
-
-class ValidationWindows(Sequence):
-    """The last window of every usable series, sources in order: a finite sequence.
-
-    The future is the last `prediction_length` values of each series and the past
-    the `context_length` values before them (the reference's
-    `ValidationSplitSampler`). No augmentation, no shuffling, no skipping.
-
-    Args:
-        sources: list of `SeriesSource`.
-        context_length: int. Length of the past. Defaults to `512`.
-        prediction_length: int. Length of the future. Defaults to `64`.
-        min_past: int. Series shorter than `min_past + prediction_length` are
-            dropped. Defaults to `64`.
-        max_missing_prop: float. Series with a larger missing share are dropped.
-            Defaults to `0.9`.
-
-    Example:
-
-    >>> import numpy as np
-    >>> from chronos_moe.data.source import InMemorySeries
-    >>> windows = ValidationWindows([InMemorySeries([np.arange(12.0)])], 4, 3, min_past=2)
-    >>> len(windows), windows[0].past.tolist(), windows[0].future.tolist()
-    (1, [5.0, 6.0, 7.0, 8.0], [9.0, 10.0, 11.0])
-    """
-
-    def __init__(
-        self,
-        sources: Sequence[SeriesSource],
-        context_length: int = 512,
-        prediction_length: int = 64,
-        min_past: int = 64,
-        max_missing_prop: float = 0.9,
-    ) -> None:
-        check_window_arguments(context_length, prediction_length, min_past, max_missing_prop)
-        self.sources = list(sources)
-        self.context_length = int(context_length)
-        self.prediction_length = int(prediction_length)
-        self.kept, reports = [], []
-        for source in self.sources:
-            kept, report = usable_series(source, min_past, prediction_length, max_missing_prop)
-            if len(kept) == 0:
-                raise_no_usable_series(report, min_past, prediction_length)
-            self.kept.append(kept)
-            reports.append(report)
-        self.report = DataReport(reports)
-        self._starts = np.cumsum([0] + [len(kept) for kept in self.kept])
-
-    def __len__(self) -> int:
-        return int(self._starts[-1])
-
-    def __getitem__(self, index: int) -> Window:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"window index {index} out of range [0, {len(self)})")
-        index %= len(self)
-        file = int(np.searchsorted(self._starts, index, side="right")) - 1
-        series = int(self.kept[file][index - self._starts[file]])
-        cut = int(self.sources[file].lengths[series]) - self.prediction_length
-        return extract_window(
-            self.sources[file],
-            WindowId(file, series, cut, 0),
-            self.context_length,
-            self.prediction_length,
-        )
 
 
 def check_probability(probability: Sequence[float] | None, num_sources: int) -> np.ndarray:

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from chronos_moe.validation import positive_int as check_positive_int
+
 
 def check_quantile_levels(quantile_levels: Any) -> np.ndarray:
     """Validates quantile levels: a non-empty 1-D sequence of numbers in (0, 1).
@@ -46,13 +48,6 @@ def check_quantile_levels(quantile_levels: Any) -> np.ndarray:
             f"Received: quantile_levels={np.asarray(quantile_levels).tolist()!r}"
         )
     return levels
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """Validates an integer argument >= 1; returns it as an `int`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
 
 
 def check_seasonality(seasonality: Any) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+from chronos_moe.config import DEFAULT_QUANTILE_LEVELS
 
 
 def _figure(width: float, height: float):

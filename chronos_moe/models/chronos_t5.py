@@ -19,6 +19,7 @@ from chronos_moe.layers.common import invoke, normal_initializer, register
 from chronos_moe.layers.dropout import FastDropout
 from chronos_moe.layers.layer_norm import T5LayerNorm
 from chronos_moe.layers.position_bias import T5RelativePositionBias
+from chronos_moe.validation import positive_int
 
 IGNORE_INDEX = -100
 
@@ -145,8 +146,7 @@ class ChronosT5(keras.Model):
             ("num_layers", num_layers),
             ("num_heads", num_heads),
         ):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+            positive_int(name, value)
         num_decoder_layers = num_layers if num_decoder_layers is None else num_decoder_layers
         chronos = ChronosConfig.from_dict(chronos_config or {"n_tokens": vocab_size})
         if chronos.n_tokens != vocab_size:

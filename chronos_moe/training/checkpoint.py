@@ -35,9 +35,10 @@ import keras
 import numpy as np
 import safetensors.numpy
 
+from chronos_moe.atomic import fsync_directory, fsync_file
 from chronos_moe.backend import global_rng_state, set_global_rng_state  # noqa: F401 (re-exported)
-from chronos_moe.checkpoints import read_safetensors
 from chronos_moe.layers.common import sublayers
+from chronos_moe.safetensors_reader import read_safetensors
 from chronos_moe.training import faults
 
 logger = logging.getLogger(__name__)
@@ -158,19 +159,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 class CheckpointSaveError(OSError):
     """A checkpoint that could not be written (a full disk, an I/O error): nothing
     of it was committed, and the message names the step and the cause."""
@@ -225,20 +213,20 @@ def save_checkpoint(
         faults.at("save.state", step)
         manifest = {}
         for name in FILES:
-            _fsync_file(temporary / name)
+            fsync_file(temporary / name)
             manifest[name] = {
                 "size": (temporary / name).stat().st_size,
                 "sha256": _sha256(temporary / name),
             }
         (temporary / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        _fsync_file(temporary / MANIFEST)
-        _fsync_directory(temporary)
+        fsync_file(temporary / MANIFEST)
+        fsync_directory(temporary)
         faults.at("save.manifest", step)
         if final.exists():  # an older save of the same step (a re-run): set it aside whole
             _remove_aside(final)
         faults.at("save.rename", step)
         os.rename(temporary, final)
-        _fsync_directory(output_dir)
+        fsync_directory(output_dir)
     except OSError as error:
         shutil.rmtree(temporary, ignore_errors=True)
         committed = [s for s, _ in list_checkpoints(output_dir) if s != step]

@@ -157,7 +157,7 @@ def compare(
     Returns:
         The path of `report.md`.
     """
-    from chronos_moe.training.run import RunError
+    from chronos_moe.training.errors import RunError
 
     output = Path(output_dir)
     earlier = [name for name in OUTPUTS if (output / name).exists()]
@@ -310,13 +310,13 @@ def _write_report(
     evaluation_paths: list[str],
     held_out: bool,
 ) -> Path:
+    from chronos_moe.atomic import write_text_atomically
     from chronos_moe.backend import backend_info
     from chronos_moe.evaluation import (
         markdown_comparison,
         plot_expert_utilization,
         plot_training_curves,
     )
-    from chronos_moe.training.run import write_text_atomically
 
     plot_training_curves({run.name: run.log for run in runs}, output / "training_curves.png")
     dense_run, moe_run = runs

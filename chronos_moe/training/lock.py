@@ -13,12 +13,9 @@ import time
 from pathlib import Path
 from typing import IO
 
+from chronos_moe.training.errors import RunError
+
 LOCK_FILE = ".lock"
-
-
-class RunError(RuntimeError):
-    """A run that cannot start: an occupied output directory, a held lock, an
-    incompatible resume, a config that asks for another backend."""
 
 
 # Locks this process holds: resolved directory -> [open lock file, entries].

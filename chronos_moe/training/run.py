@@ -1,39 +1,34 @@
-"""One training run from a `TrainingConfig`: model, optimizer, data, the step
-loop with logging, periodic atomic checkpoints, exact resume, final export."""
+"""One training run from a `TrainingConfig`: model, optimizer and data, the
+output directory and the checkpoint to resume, then `model.fit` with the
+callbacks of `chronos_moe.training.guarantees` (logs, NaN guard, atomic
+checkpoints, SIGTERM stop, exact resume) and the final export."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import logging
 import os
 import shutil
-import signal
 import sys
-import threading
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 
 from chronos_moe import backend, checkpoints
-
-# One atomic-write helper for the package (write to a temporary name, fsync, rename).
-from chronos_moe.checkpoints import write_atomically
+from chronos_moe.atomic import save_keras_atomically, write_text_atomically
 from chronos_moe.config import ChronosConfig
 from chronos_moe.models.chronos_t5 import ChronosT5
-from chronos_moe.moe.balancing import ExpertShareMonitor
 from chronos_moe.moe.model import ChronosMoE, build_moe_chronos
 from chronos_moe.tokenizer import MeanScaleUniformBins
-from chronos_moe.training import checkpoint, faults
+from chronos_moe.training import checkpoint, guarantees
 from chronos_moe.training.config import ConfigError, TrainingConfig
-from chronos_moe.training.lock import OutputLock, RunError
+from chronos_moe.training.errors import RunError, TrainingStopped
+from chronos_moe.training.lock import OutputLock
+from chronos_moe.training.logs import LOG_COLUMNS, STEPS_LOG, StepsLog, read_log, read_steps
 from chronos_moe.training.schedules import WarmupSchedule
+from chronos_moe.training.state import CHECKPOINTS
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +55,7 @@ RESUME_KEYS = (
     "expert_hidden_dim",
     "seed",
 )
-LOG_COLUMNS = ("step", "loss", "ce_loss", "lb_loss", "lr", "seconds")
 MIXED_PRECISION_POLICY = "mixed_bfloat16"
-CHECKPOINTS = "checkpoints"  # the subdirectory of output_dir holding step-N/
-STEPS_LOG = "steps.jsonl"  # one JSON line per training step
-
-
-class TrainingStopped(Exception):
-    """A run stopped by SIGTERM: the checkpoint of its last finished step is
-    committed (`checkpoint`), and `--resume` continues it."""
-
-    def __init__(self, message: str, step: int, checkpoint: Path | None):
-        super().__init__(message)
-        self.step = step
-        self.checkpoint = checkpoint
 
 
 @dataclasses.dataclass
@@ -361,287 +343,56 @@ def _run(
     start: _Start,
     verbose: bool,
 ) -> TrainResult:
-    """The body of `train` once the output directory is checked and locked."""
-    optimizer = build_optimizer(config)
-    model.compile(optimizer=optimizer, jit_compile=backend.JIT_COMPILE)
-    start_step = skips = 0  # skips: non-finite steps in a row (nan_policy: skip)
-    if start.checkpoint is not None:
-        resume_from = start.checkpoint
-        state = checkpoint.load_checkpoint(
-            resume_from, model, optimizer, checkpoint.TRAINER_STATE_PARTS
-        )
-        iterations = int(keras.ops.convert_to_numpy(optimizer.iterations))
-        if iterations != state["optimizer_iterations"]:
-            raise checkpoint.CheckpointCorrupt(
-                f"{resume_from / 'optimizer.safetensors'}: the optimizer is at iteration "
-                f"{iterations}, the trainer state says {state['optimizer_iterations']} "
-                "(an optimizer state of another step?)"
+    """The body of `train` once the output directory is checked and locked: `fit`
+    with the callbacks of `chronos_moe.training.guarantees`, then the export."""
+    model.compile(optimizer=build_optimizer(config), jit_compile=backend.JIT_COMPILE)
+    run = guarantees.TrainingRun(
+        output,
+        dataset,
+        config.max_steps,
+        resume=start.checkpoint or False,
+        config=config.to_dict(),
+        config_hash=config.fingerprint(RESUME_KEYS),
+    )
+    run.close_at_end = False  # a SIGTERM during the export below is only counted
+    composed = guarantees.compose(
+        run,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        log_steps=config.log_steps,
+        nan_policy=config.nan_policy,
+        max_consecutive_nan_skips=config.max_consecutive_nan_skips,
+        max_expert_share=config.max_expert_share if config.use_moe else None,
+        progress=verbose,
+    )
+    try:
+        run.begin(model)  # restores the checkpoint before anything is written
+        write_text_atomically(output / "config.yaml", config.to_yaml())
+        # What each data file held and why series were dropped (per file and reason).
+        write_text_atomically(output / "data_report.json", json.dumps(dataset.report.to_dict()))
+        if verbose:
+            info = backend.backend_info()
+            print(
+                f"chronos-moe train: backend {info['backend']} on {info['device']}"
+                + (f", resuming at step {run.step}" if run.step else "")
             )
-        dataset.set_state(state["data"])
-        checkpoint.set_global_rng_state(state["rng"])
-        start_step = state["step"]
-        skips = state.get("consecutive_nan_skips", 0)
-        logger.info("Resumed from %s (step %d).", resume_from, start_step)
-    write_text_atomically(output / "config.yaml", config.to_yaml())
-    # What each data file held and why series were dropped (per file and reason).
-    write_text_atomically(output / "data_report.json", json.dumps(dataset.report.to_dict()))
-    info = backend.backend_info()
-    if verbose:
-        print(
-            f"chronos-moe train: backend {info['backend']} on {info['device']}"
-            + (f", resuming at step {start_step}" if start_step else "")
-        )
-    log = _read_log(output / "log.csv", upto=start_step)
-    shown = ("ce_loss", "lb_loss") if config.use_moe else ("ce_loss",)
-    # A progress bar only on a terminal: redirected output gets one plain line per
-    # logging window instead of the bar's carriage returns and ANSI colour codes.
-    bar = verbose and sys.stdout.isatty()
-    progress = keras.utils.Progbar(config.max_steps, verbose=int(bar), stateful_metrics=shown)
-    if start_step:
-        progress.update(start_step)
-    # `seconds` counts from the start of the run, across resumes.
-    started = time.perf_counter() - (log[-1]["seconds"] if log else 0.0)
-    window: list[dict[str, float]] = []
-    guard = config.nan_policy == "skip"
-    if guard and not optimizer.built:  # its variables exist before the first snapshot
-        optimizer.build(model.trainable_variables)
-    saved = start_step  # the newest committed checkpoint
-    # Routing shares over each logging window; a warning when one expert takes too much.
-    collapse = ExpertShareMonitor(config.max_expert_share) if config.use_moe else None
-    if collapse is not None:
-        collapse.set_model(model)
-
-    def save(step: int) -> None:
-        steps_log.sync()  # the log holds every step a checkpoint holds
-        checkpoint.save_checkpoint(
-            output / CHECKPOINTS,
-            step,
-            model,
-            optimizer,
-            {
-                "optimizer_iterations": int(keras.ops.convert_to_numpy(optimizer.iterations)),
-                "data": dataset.get_state(),
-                "rng": checkpoint.global_rng_state(),
-                "config": config.to_dict(),
-                "config_hash": config.fingerprint(RESUME_KEYS),
-                "backend": info,
-                "versions": _versions(),
-                "consecutive_nan_skips": skips,
-            },
-        )
-        if config.save_total_limit:
-            checkpoint.prune_checkpoints(output / CHECKPOINTS, config.save_total_limit)
-
-    with StepsLog(output / STEPS_LOG, start_step) as steps_log, _SigtermStop() as stop:
-        for step in range(start_step, config.max_steps):
-            number = step + 1
-            batch = dataset[step - start_step]  # after set_state, index 0 is the next batch
-            learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-            before = _snapshot(model, optimizer) if guard else None
-            faults.at("step.start", number)
-            if faults.poisoned(number):
-                _poison(model)
-            logs = model.train_on_batch(batch, return_dict=True)
-            faults.at("step.end", number)
-            row = {
-                "step": number,
-                "loss": float(logs["loss"]),
-                "ce_loss": float(logs.get("ce_loss", logs["loss"])),
-                "lb_loss": float(logs.get("lb_loss", float("nan"))),
-                "lr": learning_rate,
-                **{key: float(value) for key, value in logs.items() if key.startswith("expert_")},
-            }
-            finite = bool(np.isfinite(row["loss"])) and (not guard or _all_finite(model))
-            steps_log.append(
-                {
-                    **{key: row[key] for key in ("step", "ce_loss", "lb_loss", "lr")},
-                    "skipped": not finite,
-                    "windows": [
-                        [int(part) for part in window_id]
-                        for window_id in dataset.batch_identities(step - start_step)
-                    ],
-                }
+        if run.step < config.max_steps:
+            steps = config.max_steps - run.step
+            model.fit(
+                dataset,
+                epochs=1,
+                steps_per_epoch=steps,
+                shuffle=False,
+                verbose=0,
+                callbacks=composed,
             )
-            skips = 0 if finite else skips + 1
-            if finite:
-                window.append(row)  # (log.csv averages the steps that were applied)
-            else:
-                _handle_non_finite(config, row["loss"], number, skips, saved, before)
-            progress.update(number, [(key, row[key]) for key in shown])
-            last = number == config.max_steps
-            if window and (number % config.log_steps == 0 or last):
-                mean = {key: float(np.mean([r[key] for r in window])) for key in LOG_COLUMNS[1:5]}
-                log.append({"step": number, **mean, "seconds": time.perf_counter() - started})
-                if verbose and not bar:
-                    losses = "".join(f" - {key}: {mean[key]:.4f}" for key in shown)
-                    print(f"step {number}/{config.max_steps}{losses} - {log[-1]['seconds']:.0f}s")
-                if collapse is not None:
-                    shares = {key: np.mean([r.get(key, 0.0) for r in window]) for key in window[0]}
-                    collapse.check(shares, f"steps {window[0]['step']}-{number}")
-                _write_log(output, log)
-                window = []
-            if number % config.save_steps == 0 or last:
-                save(number)
-                saved = number
-            if stop.received:
-                if saved != number:
-                    save(number)
-                    saved = number
-                path = output / CHECKPOINTS / f"step-{number}"
-                raise TrainingStopped(
-                    f"Stopped by SIGTERM after step {number}; checkpoint {path} is committed. "
-                    "Continue with --resume.",
-                    number,
-                    path,
-                )
-        # (A SIGTERM from here on lets the export finish: the run is complete.)
         final = output / "final"
         checkpoints.save_chronos(model, final)
         save_keras_atomically(model, final / "model.keras")
-    return TrainResult(output, model, log, final)
-
-
-class StepsLog:
-    """`steps.jsonl`: one JSON line per training step, appended as the step ends.
-
-    Each line holds `step`, `ce_loss`, `lb_loss` (`null` for a dense model),
-    `lr` (the learning rate the step used), `skipped` (a non-finite step whose
-    update was not applied, `nan_policy: skip`) and `windows`, the identities
-    `[file, series, cut, cycle]` of the batch's windows (see
-    `chronos_moe.data.windows.WindowId`). Opened at `resume_step`, the lines of
-    later steps (written before an interruption) are dropped, the file rewritten
-    atomically: the log of a resumed run equals the uninterrupted run's.
-
-    Example:
-
-    >>> import tempfile, pathlib
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "steps.jsonl"
-    >>> with StepsLog(path, 0) as log:
-    ...     for step in (1, 2, 3):
-    ...         log.append({"step": step})
-    >>> with StepsLog(path, 2) as log:  # resumed from a checkpoint of step 2
-    ...     pass
-    >>> [line["step"] for line in read_steps(path)]
-    [1, 2]
-    """
-
-    def __init__(self, path: Path, resume_step: int):
-        self.path = Path(path)
-        kept = [line for line in read_steps(self.path) if line["step"] <= resume_step]
-        if [line["step"] for line in kept] != list(range(1, resume_step + 1)):
-            logger.warning(
-                "%s lacks steps of the run before step %d; it continues from there.",
-                self.path,
-                resume_step,
-            )
-        write_text_atomically(self.path, "".join(_json_line(line) for line in kept))
-        self.handle = open(self.path, "a")
-
-    def append(self, record: dict[str, Any]) -> None:
-        self.handle.write(_json_line(record))
-        self.handle.flush()
-
-    def sync(self) -> None:
-        os.fsync(self.handle.fileno())
-
-    def __enter__(self) -> StepsLog:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.handle.close()
-
-
-def read_steps(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The lines of a `steps.jsonl` (none if it is missing), up to a torn last line."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    lines = []
-    for text in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError:
-            break  # the half-written line of a killed run
-    return lines
-
-
-def _json_line(record: dict[str, Any]) -> str:
-    clean = {
-        key: None if isinstance(value, float) and not np.isfinite(value) else value
-        for key, value in record.items()
-    }
-    return json.dumps(clean, allow_nan=False) + "\n"
-
-
-class _SigtermStop:
-    """While active, a SIGTERM asks the loop to stop after the current step
-    (`received` counts the signals); a second one changes nothing. Only the
-    main thread can install a handler; elsewhere SIGTERM keeps its default."""
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.installed = False
-        self.previous: Any = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.received += 1
-
-    def __enter__(self) -> _SigtermStop:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-            self.installed = True
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self.installed:
-            signal.signal(signal.SIGTERM, self.previous or signal.SIG_DFL)
-
-
-def _snapshot(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> list[tuple]:
-    """Copies of every model and optimizer variable, on their device."""
-    return [(v, keras.ops.copy(v.value)) for v in [*model.variables, *optimizer.variables]]
-
-
-def _restore(snapshot: list[tuple]) -> None:
-    for variable, value in snapshot:
-        variable.assign(value)
-
-
-def _all_finite(model: keras.Model) -> bool:
-    """Whether every trainable weight is finite (one reduction, one host sync)."""
-    sums = [keras.ops.sum(keras.ops.cast(v.value, "float32")) for v in model.trainable_variables]
-    return bool(np.isfinite(keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.stack(sums)))))
-
-
-def _poison(model: keras.Model) -> None:
-    """The test hook `nan:step.start`: NaN in the first trainable weight."""
-    variable = model.trainable_variables[0]
-    variable.assign(keras.ops.full(variable.shape, float("nan"), dtype=variable.dtype))
-
-
-def _handle_non_finite(
-    config: TrainingConfig, loss: float, step: int, skips: int, saved: int, before: Any
-) -> None:
-    """`nan_policy`: abort, or undo the step and stop after too many in a row."""
-    newest = f"step-{saved}" if saved else "none"
-    if config.nan_policy == "abort":
-        raise FloatingPointError(
-            f"The loss became {loss} at step {step}; stopping (nan_policy: abort). "
-            f"The newest checkpoint is {newest}."
-        )
-    _restore(before)
-    logger.warning(
-        "The loss became %s at step %d; its update was skipped (%d in a row, nan_policy: skip).",
-        loss,
-        step,
-        skips,
-    )
-    if skips >= config.max_consecutive_nan_skips:
-        raise FloatingPointError(
-            f"The loss was non-finite in {skips} steps in a row (steps {step - skips + 1} to "
-            f"{step}); stopping (nan_policy: skip, max_consecutive_nan_skips: "
-            f"{config.max_consecutive_nan_skips}). The newest checkpoint is {newest}."
-        )
+    finally:
+        run.close()
+    log = next(c.log for c in composed if isinstance(c, guarantees.LossLog))
+    return TrainResult(output, model, log or read_log(output / "log.csv", upto=run.step), final)
 
 
 def _check_backend(config: TrainingConfig) -> None:
@@ -654,43 +405,21 @@ def _check_backend(config: TrainingConfig) -> None:
         )
 
 
-def _versions() -> dict[str, str]:
-    import chronos_moe
-
-    return {"chronos_moe": chronos_moe.__version__, "keras": keras.__version__}
-
-
-def _read_log(path: Path, upto: int) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
-    return [row for row in rows if row["step"] <= upto]
-
-
-def _write_log(output: Path, log: list[dict[str, float]]) -> None:
-    """Rewrites `log.csv` and `log.json` whole, each atomically."""
-    with io.StringIO() as text:
-        writer = csv.DictWriter(text, fieldnames=LOG_COLUMNS)
-        writer.writeheader()
-        writer.writerows(log)
-        write_text_atomically(output / "log.csv", text.getvalue())
-    write_text_atomically(output / "log.json", json.dumps(log, indent=1))
-
-
-def save_keras_atomically(model: keras.Model, path: Path) -> None:
-    """`model.save(path)` through a temporary `.keras` name (Keras insists on the
-    suffix), renamed into place."""
-    temporary = path.with_name(f".{path.stem}-{uuid.uuid4().hex[:8]}.keras")
-    try:
-        model.save(temporary)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Writes `text` to a temporary file next to `path` and renames it into place."""
-    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
+# Names that moved (kept for their importers): the run's files and errors.
+__all__ = [
+    "CHECKPOINTS",
+    "LOG_COLUMNS",
+    "RESUME_KEYS",
+    "STEPS_LOG",
+    "RunError",
+    "StepsLog",
+    "TrainResult",
+    "TrainingStopped",
+    "build_dataset",
+    "build_model",
+    "build_optimizer",
+    "read_steps",
+    "save_keras_atomically",
+    "train",
+    "write_text_atomically",
+]

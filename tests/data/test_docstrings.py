@@ -5,7 +5,17 @@ import importlib
 
 import pytest
 
-MODULES = ["errors", "source", "arrow", "report", "windows", "dataset", "synthetic", "mixup"]
+MODULES = [
+    "errors",
+    "source",
+    "arrow",
+    "report",
+    "windows",
+    "validation_windows",
+    "dataset",
+    "synthetic",
+    "mixup",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -10,9 +10,9 @@ from chronos_moe.data import (
     DataError,
     InMemorySeries,
     TrainingWindows,
-    ValidationWindows,
     WindowId,
 )
+from chronos_moe.data.validation_windows import ValidationWindows
 from chronos_moe.data.windows import extract_window, usable_series
 
 

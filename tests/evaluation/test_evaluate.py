@@ -99,16 +99,16 @@ def test_no_series_long_enough_is_an_error_that_lists_the_skips():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"seasonality": 0}, r"`seasonality` must be an integer >= 1\. Received: seasonality=0"),
-        ({"seasonality": {"data": -2}}, r"`seasonality` must be an integer >= 1"),
+        ({"seasonality": 0}, r"`seasonality` must be a positive integer\. Received: seasonality=0"),
+        ({"seasonality": {"data": -2}}, r"`seasonality` must be a positive integer"),
         ({"seasonality": {"other": 2}}, r"`seasonality` names datasets that are not in `data`"),
         ({"quantile_levels": [0.1, 1.0]}, r"`quantile_levels` must be .* in \(0, 1\)"),
         ({"quantile_levels": [-0.1]}, r"`quantile_levels` must be .* in \(0, 1\)"),
         (
             {"prediction_length": 0},
-            r"`prediction_length` must be an integer >= 1. Received: prediction_length=0",
+            r"`prediction_length` must be a positive integer. Received: prediction_length=0",
         ),
-        ({"batch_size": 0}, r"`batch_size` must be an integer >= 1"),
+        ({"batch_size": 0}, r"`batch_size` must be a positive integer"),
     ],
 )
 def test_bad_arguments_are_named_errors(options, message):
@@ -224,6 +224,7 @@ def test_run_evaluate_prints_the_table_and_writes_csv(dense_pipeline, tmp_path, 
 
 def test_docstring_examples_run():
     # `chronos_moe.evaluation.evaluate` is the function; the module is imported by name.
-    evaluate_module = importlib.import_module("chronos_moe.evaluation.evaluate")
-    result = doctest.testmod(evaluate_module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
+    for name in ("chronos_moe.evaluation.evaluate", "chronos_moe.evaluation.results"):
+        module = importlib.import_module(name)
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, name

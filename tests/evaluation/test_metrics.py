@@ -128,7 +128,7 @@ def test_mase_matches_the_definition_written_as_loops(rng):
 
 @pytest.mark.parametrize("seasonality", [0, -1, 1.5, True, None])
 def test_mase_rejects_a_seasonality_below_one(seasonality):
-    with pytest.raises(ValueError, match=r"`seasonality` must be an integer >= 1\. Received"):
+    with pytest.raises(ValueError, match=r"`seasonality` must be a positive integer\. Received"):
         mean_absolute_scaled_error([[1.0]], [[1.0]], [[1.0, 2.0]], seasonality)
 
 

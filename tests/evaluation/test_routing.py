@@ -94,7 +94,7 @@ def test_analyze_routing_summarises_the_routes(moe_pipeline):
 def test_analyze_routing_needs_a_moe_pipeline(dense_pipeline, moe_pipeline):
     with pytest.raises(TypeError, match="ChronosPipeline of a ChronosMoE model"):
         analyze_routing(dense_pipeline, make_series(2))
-    with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1"):
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer"):
         analyze_routing(moe_pipeline, make_series(2), batch_size=0)
 
 

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["config", "schedules", "checkpoint", "compare", "run", "faults"]
+MODULES = ["config", "schedules", "checkpoint", "compare", "run", "faults", "guarantees", "logs"]
 
 
 @pytest.mark.parametrize("name", MODULES)
