@@ -50,7 +50,17 @@ MOE_CONFIG_KEYS = (
     "router_hidden_dim",
     "expert_hidden_dim",
     "router_jitter_noise",
+    "router_input_norm",
+    "load_balancing_mode",
+    "load_balancing_window",
+    "bias_update_rate",
 )
+# What a `chronos_moe_config` written before a key existed meant by its absence
+# (checkpoints of earlier versions load with the router they were trained with).
+MOE_LEGACY_DEFAULTS = {"router_input_norm": False}
+# The router's balancing state: a checkpoint of an earlier version lacks it, and
+# the fresh state (uniform load, zero bias) is what that router ran with.
+MOE_OPTIONAL_WEIGHTS = ("moe.router.expert_load", "moe.router.selection_bias")
 
 # ChronosT5 arguments read from config.json (transformers' T5Config names).
 T5_CONFIG_KEYS = (
@@ -221,9 +231,19 @@ def hf_weight_map(model: ChronosT5 | ChronosMoE) -> dict[str, tuple[Any, bool]]:
     if isinstance(model, ChronosMoE):
         mapping = hf_weight_map(model.base)
         router, experts = model.router, model.experts
+        if router.input_norm:
+            mapping["moe.router.input_norm.weight"] = (router.norm.gamma, False)
+            mapping["moe.router.input_norm.bias"] = (router.norm.beta, False)
+            feature_norm = router.feature_norm
+            mapping["moe.router.feature_norm.weight"] = (feature_norm.gamma, False)
+            mapping["moe.router.feature_norm.bias"] = (feature_norm.beta, False)
+            mapping["moe.router.feature_norm.running_mean"] = (feature_norm.moving_mean, False)
+            mapping["moe.router.feature_norm.running_var"] = (feature_norm.moving_variance, False)
         for layer in (router.hidden, router.logits):
             mapping[f"moe.router.{layer.name}.kernel"] = (layer.kernel, False)
             mapping[f"moe.router.{layer.name}.bias"] = (layer.bias, False)
+        mapping["moe.router.expert_load"] = (router.expert_load, False)
+        mapping["moe.router.selection_bias"] = (router.selection_bias, False)
         for name in ("up", "down", "head"):
             mapping[f"moe.experts.{name}"] = (getattr(experts, name), False)
         return mapping
@@ -277,7 +297,7 @@ def assign_hf_weights(
         # An unscaled head that transformers 5 kept tied to the embedding.
         tensors = {**tensors, "lm_head.weight": tensors["shared.weight"]}
     ignorable = set(TIED_ALIASES) | ({"lm_head.weight"} if base.lm_head is None else set())
-    missing = sorted(set(mapping) - set(tensors))
+    missing = sorted(set(mapping) - set(tensors) - set(MOE_OPTIONAL_WEIGHTS))
     unexpected = sorted(set(tensors) - set(mapping) - ignorable)
     wrong_shapes = []
     for name, (variable, transposed) in mapping.items():
@@ -300,6 +320,8 @@ def assign_hf_weights(
             + " | ".join(problems)
         )
     for name, (variable, transposed) in mapping.items():
+        if name not in tensors:  # an optional weight (MOE_OPTIONAL_WEIGHTS) keeps its start
+            continue
         value = tensors[name].T if transposed else tensors[name]
         variable.assign(np.ascontiguousarray(value).astype(variable.dtype))
 
@@ -329,7 +351,7 @@ def load_chronos(path_or_hub_id: str | os.PathLike) -> ChronosT5 | ChronosMoE:
             unknown = sorted(set(moe_kwargs) - set(MOE_CONFIG_KEYS))
             if unknown:
                 raise ValueError(f"unknown keys {unknown} in {MOE_CONFIG_KEY}")
-            model = ChronosMoE(model, **moe_kwargs)
+            model = ChronosMoE(model, **{**MOE_LEGACY_DEFAULTS, **moe_kwargs})
     except (TypeError, ValueError) as error:
         raise CheckpointError(
             f"Invalid model config in {directory / CONFIG_NAME}: {error}"

@@ -3,6 +3,8 @@ router z-loss. The one implementation every MoE layer uses."""
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 
 import keras
@@ -10,8 +12,84 @@ from keras import ops
 
 from chronos_moe.layers.common import register
 
+# How the router is kept balanced (`ChronosMoE(load_balancing_mode=...)`): the
+# Switch balance loss, the DeepSeek-V3 selection bias, or both.
+BALANCE_MODES = ("loss", "bias", "loss_and_bias")
 
-def load_balancing_loss(router_probs, expert_indices, num_experts: int):
+
+def validate_balancing(mode, window, rate) -> None:
+    """Named errors for a balance mode that does not exist, a window below one
+    step or a bias step `γ <= 0`."""
+    if mode not in BALANCE_MODES:
+        raise ValueError(
+            f"`load_balancing_mode` must be one of {', '.join(map(repr, BALANCE_MODES))}. "
+            f"Received: load_balancing_mode={mode!r}"
+        )
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
+        raise ValueError(
+            f"`load_balancing_window` must be an integer >= 1. "
+            f"Received: load_balancing_window={window!r}"
+        )
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, numbers.Real)
+        or not math.isfinite(rate)
+        or rate <= 0
+    ):
+        raise ValueError(
+            f"`bias_update_rate` must be a finite number > 0. Received: bias_update_rate={rate!r}"
+        )
+
+
+def slot_shares(expert_indices, num_experts: int):
+    """Each expert's share of the routing slots (series × top-k) of a batch,
+    `(num_experts,)` float32 summing to 1.
+
+    Example:
+
+    >>> import numpy as np
+    >>> keras.ops.convert_to_numpy(slot_shares(np.array([[0, 1], [0, 2]]), 4)).tolist()
+    [0.5, 0.25, 0.25, 0.0]
+    """
+    slots = ops.sum(ops.one_hot(expert_indices, num_experts, dtype="float32"), axis=1)  # (batch, N)
+    return ops.sum(slots, axis=0) / ops.maximum(ops.sum(slots), 1.0)
+
+
+def windowed_load(previous, shares, window: int):
+    """The expert loads averaged over about `window` steps: the exponential
+    moving average `previous + (shares - previous) / window` (`window = 1`:
+    this step's shares alone). Each step's shares sum to 1, so the average does.
+
+    Example:
+
+    >>> import numpy as np
+    >>> load = windowed_load(np.full(2, 0.5, "float32"), np.array([1.0, 0.0], "float32"), 4)
+    >>> keras.ops.convert_to_numpy(load).tolist()
+    [0.625, 0.375]
+    """
+    previous = ops.cast(previous, "float32")
+    return previous + (ops.cast(shares, "float32") - previous) / float(window)
+
+
+def selection_bias_update(bias, load, rate: float):
+    """Auxiliary-loss-free balancing (DeepSeek-V3): `b_i + γ · sign(mean(load) −
+    load_i)`. An overloaded expert's bias falls and an idle one's rises by `γ`,
+    until their selection scores `probability + bias` share the series evenly.
+
+    Example:
+
+    >>> import numpy as np
+    >>> load = np.array([0.5, 0.25, 0.25, 0.0], "float32")
+    >>> bias = selection_bias_update(np.zeros(4, "float32"), load, 1e-3)
+    >>> [round(float(b), 6) for b in keras.ops.convert_to_numpy(bias)]
+    [-0.001, 0.0, 0.0, 0.001]
+    """
+    load = ops.cast(load, "float32")
+    step = ops.sign(ops.mean(load) - load)
+    return ops.cast(bias, "float32") + rate * step
+
+
+def load_balancing_loss(router_probs, expert_indices, num_experts: int, expert_load=None):
     """Switch-Transformer balance loss `N · Σ_i f_i · P_i`.
 
     `f_i` is the share of routing slots (series × top-k) given to expert `i`,
@@ -25,6 +103,9 @@ def load_balancing_loss(router_probs, expert_indices, num_experts: int):
         router_probs: `(batch, num_experts)` softmax probabilities.
         expert_indices: int `(batch, top_k)` chosen experts.
         num_experts: int.
+        expert_load: `(num_experts,)` or None. The shares `f` averaged over a
+            window of steps (`ContextRouter.expert_load`), used in place of this
+            batch's shares so that the loss does not hinge on one micro-batch.
 
     Example:
 
@@ -34,8 +115,10 @@ def load_balancing_loss(router_probs, expert_indices, num_experts: int):
     1.0
     """
     probs = ops.cast(router_probs, "float32")
-    slots = ops.sum(ops.one_hot(expert_indices, num_experts, dtype="float32"), axis=1)  # (batch, N)
-    fraction = ops.sum(slots, axis=0) / ops.maximum(ops.sum(slots), 1.0)  # (N,)
+    if expert_load is None:
+        fraction = slot_shares(expert_indices, num_experts)  # (N,)
+    else:
+        fraction = ops.cast(expert_load, "float32")
     mean_prob = ops.mean(probs, axis=0)  # (N,)
     return num_experts * ops.sum(ops.stop_gradient(fraction) * mean_prob)
 
@@ -61,6 +144,8 @@ class LoadBalancingRegularizer(keras.layers.Layer):
         router_probs: `(batch, num_experts)`.
         expert_indices: int `(batch, top_k)`.
         router_logits: `(batch, num_experts)`.
+        expert_load: `(num_experts,)` or None. Windowed expert shares for the
+            balance loss (see `load_balancing_loss`); None: this batch's.
 
     Returns:
         dict with `lb_loss`, `z_loss` (unweighted, float32 scalars) and
@@ -92,8 +177,8 @@ class LoadBalancingRegularizer(keras.layers.Layer):
         self.weight = weight
         self.z_loss_weight = z_loss_weight
 
-    def call(self, router_probs, expert_indices, router_logits):
-        balance = load_balancing_loss(router_probs, expert_indices, self.num_experts)
+    def call(self, router_probs, expert_indices, router_logits, expert_load=None):
+        balance = load_balancing_loss(router_probs, expert_indices, self.num_experts, expert_load)
         z_loss = router_z_loss(router_logits)
         return {
             "lb_loss": balance,

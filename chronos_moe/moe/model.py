@@ -15,7 +15,7 @@ from chronos_moe.models.chronos_t5 import (
     masked_cross_entropy,
     shift_right,
 )
-from chronos_moe.moe.balancing import LoadBalancingRegularizer
+from chronos_moe.moe.balancing import LoadBalancingRegularizer, validate_balancing
 from chronos_moe.moe.experts import MoEExpertHead
 from chronos_moe.moe.router import ContextRouter, validate_routing
 
@@ -57,7 +57,10 @@ class ChronosMoE(keras.Model):
     router reads the encoder output once per series; the experts turn decoder
     states into logits. Training minimises `ce + load_balancing_weight · lb
     (+ router_z_loss_weight · z)` and logs `ce_loss`, `lb_loss` (and `z_loss`)
-    separately; expert utilisation is logged per expert (`expert_i`).
+    separately; expert utilisation is logged per expert (`expert_i`). In
+    training, `lb` uses the expert shares averaged over the router's window of
+    steps (`ContextRouter.expert_load`); in the `"bias"` mode it is logged but
+    not added to the loss, and the router's selection bias balances alone.
 
     Args:
         base: `ChronosT5`. The dense model whose encoder/decoder are used.
@@ -69,6 +72,11 @@ class ChronosMoE(keras.Model):
         expert_hidden_dim: int. Width of each expert's feed-forward block.
         router_jitter_noise: float. Multiplicative router noise in training.
         freeze_base: bool. Keep the base encoder/decoder weights fixed.
+        router_input_norm: bool. Layer-normalise the router's pooled context.
+        load_balancing_mode: str. `"loss"`, `"bias"` or `"loss_and_bias"`.
+        load_balancing_window: int. Steps the expert loads are averaged over.
+        bias_update_rate: float. `γ` of the selection-bias update.
+        (See `ContextRouter` for the last four.)
 
     Call arguments:
         inputs: dict with `input_ids`, `attention_mask` and
@@ -90,6 +98,10 @@ class ChronosMoE(keras.Model):
         expert_hidden_dim: int | None = None,
         router_jitter_noise: float = 0.0,
         freeze_base: bool = False,
+        router_input_norm: bool = True,
+        load_balancing_mode: str = "loss_and_bias",
+        load_balancing_window: int = 10,
+        bias_update_rate: float = 1e-2,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -98,6 +110,7 @@ class ChronosMoE(keras.Model):
                 f"`base` must be a ChronosT5 model. Received: base of type {type(base).__name__}"
             )
         validate_routing(num_experts, top_k)
+        validate_balancing(load_balancing_mode, load_balancing_window, bias_update_rate)
         require_non_negative(
             load_balancing_weight=load_balancing_weight,
             router_z_loss_weight=router_z_loss_weight,
@@ -112,8 +125,20 @@ class ChronosMoE(keras.Model):
         self.expert_hidden_dim = expert_hidden_dim or base.d_ff
         self.router_jitter_noise = router_jitter_noise
         self.freeze_base = freeze_base
+        self.router_input_norm = bool(router_input_norm)
+        self.load_balancing_mode = load_balancing_mode
+        self.load_balancing_window = int(load_balancing_window)
+        self.bias_update_rate = float(bias_update_rate)
         self.router = ContextRouter(
-            num_experts, top_k, router_hidden_dim, router_jitter_noise, name="router"
+            num_experts,
+            top_k,
+            router_hidden_dim,
+            router_jitter_noise,
+            input_norm=router_input_norm,
+            balance_mode=load_balancing_mode,
+            balance_window=load_balancing_window,
+            bias_update_rate=bias_update_rate,
+            name="router",
         )
         self.experts = MoEExpertHead(
             num_experts,
@@ -123,8 +148,10 @@ class ChronosMoE(keras.Model):
             dtype=base.dtype_policy,
             name="experts",
         )
+        # In the "bias" mode the balance loss is logged, not trained on.
+        loss_weight = load_balancing_weight if "loss" in load_balancing_mode else 0.0
         self.regularizer = LoadBalancingRegularizer(
-            num_experts, load_balancing_weight, router_z_loss_weight, name="regularizer"
+            num_experts, loss_weight, router_z_loss_weight, name="regularizer"
         )
         self.ce_tracker = keras.metrics.Mean(name="ce_loss")
         self.lb_tracker = keras.metrics.Mean(name="lb_loss")
@@ -212,8 +239,13 @@ class ChronosMoE(keras.Model):
         `z_loss` and utilisation trackers."""
         labels = y if y is not None else x["labels"]
         ce = masked_cross_entropy(labels, y_pred["logits"])
+        # Training: the shares averaged over the router's window (this step
+        # included, `call` has just updated them); evaluation: this batch's.
         regularization = self.regularizer(
-            y_pred["router_probs"], y_pred["expert_indices"], y_pred["router_logits"]
+            y_pred["router_probs"],
+            y_pred["expert_indices"],
+            y_pred["router_logits"],
+            ops.convert_to_tensor(self.router.expert_load) if training else None,
         )
         self.ce_tracker.update_state(ce)
         self.lb_tracker.update_state(regularization["lb_loss"])
@@ -234,6 +266,10 @@ class ChronosMoE(keras.Model):
             "expert_hidden_dim": self.expert_hidden_dim,
             "router_jitter_noise": self.router_jitter_noise,
             "freeze_base": self.freeze_base,
+            "router_input_norm": self.router_input_norm,
+            "load_balancing_mode": self.load_balancing_mode,
+            "load_balancing_window": self.load_balancing_window,
+            "bias_update_rate": self.bias_update_rate,
         }
 
     @classmethod
@@ -276,6 +312,10 @@ def build_moe_chronos(
     router_jitter_noise: float = 0.0,
     expert_init_noise: float = 0.0,
     seed: int | None = None,
+    router_input_norm: bool = True,
+    load_balancing_mode: str = "loss_and_bias",
+    load_balancing_window: int = 10,
+    bias_update_rate: float = 1e-2,
     **kwargs: Any,
 ) -> ChronosMoE:
     """Attaches a routed mixture of experts to a Chronos model.
@@ -291,7 +331,8 @@ def build_moe_chronos(
         base: `ChronosT5`, pretrained or freshly initialised.
         num_experts, top_k, load_balancing_weight, router_hidden_dim,
         expert_hidden_dim, freeze_base, router_z_loss_weight,
-        router_jitter_noise: see `ChronosMoE`.
+        router_jitter_noise, router_input_norm, load_balancing_mode,
+        load_balancing_window, bias_update_rate: see `ChronosMoE`.
         expert_init_noise: float. Relative scale of the symmetry-breaking noise.
         seed: int. Seed of that noise.
 
@@ -315,6 +356,8 @@ def build_moe_chronos(
         raise TypeError(
             f"`base` must be a ChronosT5 model. Received: base of type {type(base).__name__}"
         )
+    validate_routing(num_experts, top_k)
+    validate_balancing(load_balancing_mode, load_balancing_window, bias_update_rate)
     require_non_negative(
         load_balancing_weight=load_balancing_weight,
         router_z_loss_weight=router_z_loss_weight,
@@ -330,6 +373,10 @@ def build_moe_chronos(
         expert_hidden_dim=expert_hidden_dim,
         router_jitter_noise=router_jitter_noise,
         freeze_base=freeze_base,
+        router_input_norm=router_input_norm,
+        load_balancing_mode=load_balancing_mode,
+        load_balancing_window=load_balancing_window,
+        bias_update_rate=bias_update_rate,
         **kwargs,
     )
     matrix = base_head_matrix(base)

@@ -8,6 +8,12 @@ import keras
 from keras import ops
 
 from chronos_moe.layers.common import register
+from chronos_moe.moe.balancing import (
+    selection_bias_update,
+    slot_shares,
+    validate_balancing,
+    windowed_load,
+)
 
 
 def masked_mean(states, mask):
@@ -23,12 +29,32 @@ class ContextRouter(keras.layers.Layer):
     """Routes each series to `top_k` of `num_experts` experts from its context.
 
     The encoder states are averaged over the attended positions (observed
-    values and EOS) into one context embedding per series, which a two-layer
-    MLP maps to one logit per expert. The `top_k` most probable experts are
-    chosen; their gates are the router probabilities renormalised over the
-    chosen k (they sum to 1). The router always computes in float32, whatever
-    the dtype policy of the model: softmax and top-k on bfloat16 logits are
-    too coarse to balance experts.
+    values and EOS) into one context embedding per series. A layer norm
+    (`input_norm`) rescales that embedding to unit variance per series before a
+    two-layer MLP maps it to one logit per expert: mean-pooled T5 states are
+    small (their norm is a few units over `d_model` features), so without it
+    the router's logits barely differ between series and every series gets the
+    same experts. The `top_k` experts with the highest `probability + bias` are
+    chosen, where `selection_bias` is the auxiliary-loss-free balancing bias
+    (DeepSeek-V3; zero unless `balance_mode` uses it); the bias only selects, the
+    gates use the unbiased probabilities:
+
+    - `top_k >= 2`: the chosen probabilities renormalised over the k (they sum
+      to 1), so the forecasting loss trains the router by comparing the experts.
+    - `top_k == 1`: the Switch-Transformer gate, the raw top-1 probability `p`,
+      as `p + stop_gradient(1 - p)`: its value is 1 (attaching experts to a
+      pretrained model still changes nothing) and its gradient is `p`'s, where
+      the renormalised gate `p / p` would give the router no gradient at all.
+
+    In training the layer keeps `expert_load`, each expert's share of the
+    routing slots averaged over about `balance_window` steps (an exponential
+    moving average with weight `1 / balance_window`) for the balance loss, and,
+    in the `"bias"` and `"loss_and_bias"` modes, moves the bias after every step
+    by `b_i += bias_update_rate · sign(mean(load) − load_i)`, with this step's
+    shares as `load`. Both are
+    non-trainable weights, saved with the model. The router always computes in
+    float32, whatever the dtype policy of the model: softmax and top-k on
+    bfloat16 logits are too coarse to balance experts.
 
     Args:
         num_experts: int. Number of experts `N`.
@@ -38,11 +64,20 @@ class ContextRouter(keras.layers.Layer):
             multiplied by noise uniform in `[1 - jitter_noise, 1 + jitter_noise]`
             (Switch Transformer). Defaults to `0.0` (off).
         seed: int. Seed of the jitter noise.
+        input_norm: bool. Layer-normalise the pooled context before the MLP.
+            Defaults to `True`.
+        balance_mode: str. `"loss"` (the balance loss only), `"bias"` (the
+            selection bias only) or `"loss_and_bias"`. The layer only uses it to
+            decide whether to move the bias. Defaults to `"loss_and_bias"`.
+        balance_window: int. Steps over which `expert_load` is averaged
+            (`>= 1`; 1: the current step only). Defaults to `10`.
+        bias_update_rate: float. `γ`, the step of the selection bias (`> 0`),
+            in units of probability. Defaults to `1e-2`.
 
     Call arguments:
         encoder_states: `(batch, len, d_model)`.
         attention_mask: `(batch, len)`, true where attended.
-        training: bool.
+        training: bool. Updates `expert_load` and `selection_bias`.
 
     Returns:
         dict: `expert_indices` int32 `(batch, top_k)`, `gates` float32
@@ -67,11 +102,16 @@ class ContextRouter(keras.layers.Layer):
         hidden_dim: int = 128,
         jitter_noise: float = 0.0,
         seed: int | None = None,
+        input_norm: bool = True,
+        balance_mode: str = "loss_and_bias",
+        balance_window: int = 10,
+        bias_update_rate: float = 1e-2,
         **kwargs,
     ):
         kwargs["dtype"] = "float32"  # see the class docstring
         super().__init__(**kwargs)
         validate_routing(num_experts, top_k)
+        validate_balancing(balance_mode, balance_window, bias_update_rate)
         if not 0 <= jitter_noise < 1:
             raise ValueError(
                 f"`jitter_noise` must be in [0, 1). Received: jitter_noise={jitter_noise}"
@@ -81,6 +121,22 @@ class ContextRouter(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.jitter_noise = jitter_noise
         self.seed = seed
+        self.input_norm = bool(input_norm)
+        self.balance_mode = balance_mode
+        self.balance_window = int(balance_window)
+        self.bias_update_rate = float(bias_update_rate)
+        self.norm = self.feature_norm = None
+        if self.input_norm:
+            # epsilon 1e-6: pooled T5 states have a per-feature variance of ~0.04,
+            # Keras' default 1e-3 would damp exactly the differences the router needs.
+            self.norm = keras.layers.LayerNormalization(
+                epsilon=1e-6, dtype="float32", name="input_norm"
+            )
+            # Momentum 0.9: the encoder moves fast early in training, and stale
+            # statistics would put every series on the same side at inference.
+            self.feature_norm = keras.layers.BatchNormalization(
+                momentum=0.9, epsilon=1e-6, dtype="float32", name="feature_norm"
+            )
         self.hidden = keras.layers.Dense(
             hidden_dim, activation="relu", dtype="float32", name="hidden"
         )
@@ -88,8 +144,21 @@ class ContextRouter(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, encoder_states_shape, attention_mask_shape=None):
+        if self.input_norm:
+            self.norm.build((None, encoder_states_shape[-1]))
+            self.feature_norm.build((None, encoder_states_shape[-1]))
         self.hidden.build((None, encoder_states_shape[-1]))
         self.logits.build((None, self.hidden_dim))
+        # Balancing state: moved by `call(training=True)`, never by the optimizer.
+        self.expert_load = self.add_weight(
+            name="expert_load",
+            shape=(self.num_experts,),
+            initializer=keras.initializers.Constant(1.0 / self.num_experts),
+            trainable=False,
+        )
+        self.selection_bias = self.add_weight(
+            name="selection_bias", shape=(self.num_experts,), initializer="zeros", trainable=False
+        )
 
     def call(self, encoder_states, attention_mask, training=False):
         context = masked_mean(
@@ -102,16 +171,40 @@ class ContextRouter(keras.layers.Layer):
                 1.0 + self.jitter_noise,
                 seed=self.seed_generator,
             )
+        if self.input_norm:
+            context = self.norm(context)  # each series: zero mean, unit variance
+            context = self.feature_norm(context, training=training)  # each feature, over series
         router_logits = self.logits(self.hidden(context))  # (batch, N)
         router_probs = ops.softmax(router_logits, axis=-1)
-        top_probs, expert_indices = ops.top_k(router_probs, self.top_k)  # (batch, k)
-        gates = top_probs / ops.sum(top_probs, axis=-1, keepdims=True)
+        # The bias selects, it never weighs: gates come from the unbiased probabilities.
+        scores = router_probs + ops.stop_gradient(self.selection_bias)[None, :]  # (batch, N)
+        _, expert_indices = ops.top_k(scores, self.top_k)  # (batch, k)
+        expert_indices = ops.cast(expert_indices, "int32")
+        chosen = ops.take_along_axis(router_probs, expert_indices, axis=-1)  # (batch, k)
+        if self.top_k == 1:
+            gates = chosen + ops.stop_gradient(1.0 - chosen)  # Switch gate, value 1
+        else:
+            gates = chosen / ops.sum(chosen, axis=-1, keepdims=True)
+        if training:
+            self.update_balance(expert_indices)
         return {
-            "expert_indices": ops.cast(expert_indices, "int32"),
+            "expert_indices": expert_indices,
             "gates": gates,
             "router_probs": router_probs,
             "router_logits": router_logits,
         }
+
+    def update_balance(self, expert_indices):
+        """Folds this step's routing into `expert_load` and, when the balance
+        mode uses it, moves `selection_bias` towards balance."""
+        shares = slot_shares(expert_indices, self.num_experts)  # (N,)
+        self.expert_load.assign(windowed_load(self.expert_load, shares, self.balance_window))
+        if "bias" in self.balance_mode:
+            # This step's shares, as DeepSeek-V3: the bias is itself a running
+            # sum, and a lagged (averaged) load would make it overshoot.
+            self.selection_bias.assign(
+                selection_bias_update(self.selection_bias, shares, self.bias_update_rate)
+            )
 
     def compute_output_spec(self, encoder_states, attention_mask, training=False):
         batch = encoder_states.shape[0]
@@ -132,6 +225,10 @@ class ContextRouter(keras.layers.Layer):
             "hidden_dim": self.hidden_dim,
             "jitter_noise": self.jitter_noise,
             "seed": self.seed,
+            "input_norm": self.input_norm,
+            "balance_mode": self.balance_mode,
+            "balance_window": self.balance_window,
+            "bias_update_rate": self.bias_update_rate,
         }
 
 

@@ -93,6 +93,10 @@ class TrainingConfig:
     expert_hidden_dim: int | None = None
     router_jitter_noise: float = 0.0
     freeze_base: bool = False
+    router_input_norm: bool = True
+    load_balancing_mode: Literal["loss", "bias", "loss_and_bias"] = "loss_and_bias"
+    load_balancing_window: int = 10
+    bias_update_rate: float = 1e-2
     max_expert_share: float = 0.9
     # Run.
     output_dir: str = "./output/"
@@ -124,6 +128,7 @@ class TrainingConfig:
             "num_experts",
             "num_active_experts",
             "router_hidden_dim",
+            "load_balancing_window",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -132,7 +137,7 @@ class TrainingConfig:
             _fail("min_past", self.min_past, "an integer >= 1")
         if self.shuffle_buffer_length < 0:
             _fail("shuffle_buffer_length", self.shuffle_buffer_length, "an integer >= 0")
-        for name in ("learning_rate", "temperature", "initializer_factor"):
+        for name in ("learning_rate", "temperature", "initializer_factor", "bias_update_rate"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 _fail(name, value, "a finite number > 0")

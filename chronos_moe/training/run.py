@@ -53,6 +53,7 @@ RESUME_KEYS = (
     "num_active_experts",
     "router_hidden_dim",
     "expert_hidden_dim",
+    "router_input_norm",
     "seed",
 )
 MIXED_PRECISION_POLICY = "mixed_bfloat16"
@@ -109,6 +110,10 @@ def build_model(config: TrainingConfig) -> ChronosT5 | ChronosMoE:
         router_z_loss_weight=config.router_z_loss_weight,
         router_jitter_noise=config.router_jitter_noise,
         seed=config.seed,
+        router_input_norm=config.router_input_norm,
+        load_balancing_mode=config.load_balancing_mode,
+        load_balancing_window=config.load_balancing_window,
+        bias_update_rate=config.bias_update_rate,
     )
 
 

@@ -165,7 +165,9 @@ def test_compute_loss_is_ce_plus_weighted_regularisers():
     )
     batch = make_batch()
     y_pred = moe(batch)
-    loss = float(moe.compute_loss(x=batch, y_pred=y_pred))
+    # Evaluation: the balance loss of this batch's shares (training: see
+    # test_training_balance_loss_reads_the_windowed_load).
+    loss = float(moe.compute_loss(x=batch, y_pred=y_pred, training=False))
 
     # Token cross-entropy over the labels that are not -100, as torch computes it.
     logits = ops.convert_to_numpy(y_pred["logits"]).astype("float64")
@@ -184,6 +186,34 @@ def test_compute_loss_is_ce_plus_weighted_regularisers():
     shares = np.bincount(routes["expert_indices"].ravel(), minlength=EXPERTS) / (8 * TOP_K)
     utilization = moe.utilization.result()
     np.testing.assert_allclose([float(utilization[f"expert_{i}"]) for i in range(EXPERTS)], shares)
+
+
+def test_training_balance_loss_reads_the_windowed_load():
+    moe = build_moe_chronos(tiny_base(), EXPERTS, TOP_K, load_balancing_window=4)
+    batch = make_batch()
+    y_pred = moe(batch, training=True)
+    moe.compute_loss(x=batch, y_pred=y_pred, training=True)
+    routes = {k: ops.convert_to_numpy(v) for k, v in y_pred.items() if k != "logits"}
+    shares = np.bincount(routes["expert_indices"].ravel(), minlength=EXPERTS) / (8 * TOP_K)
+    load = np.full(EXPERTS, 1 / EXPERTS) + (shares - 1 / EXPERTS) / 4
+    np.testing.assert_allclose(ops.convert_to_numpy(moe.router.expert_load), load, rtol=1e-6)
+    expected = EXPERTS * np.sum(load * routes["router_probs"].mean(0))
+    assert float(moe.lb_tracker.result()) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "mode, counted", [("loss", True), ("bias", False), ("loss_and_bias", True)]
+)
+def test_balance_loss_enters_the_loss_only_in_its_modes(mode, counted):
+    moe = build_moe_chronos(
+        tiny_base(), EXPERTS, TOP_K, load_balancing_weight=0.5, load_balancing_mode=mode
+    )
+    batch = make_batch()
+    y_pred = moe(batch)
+    loss = float(moe.compute_loss(x=batch, y_pred=y_pred, training=False))
+    ce, lb = float(moe.ce_tracker.result()), float(moe.lb_tracker.result())
+    assert lb > 0.5  # logged in every mode
+    assert loss == pytest.approx(ce + (0.5 * lb if counted else 0.0), rel=1e-5)
 
 
 def test_unchosen_expert_gets_exactly_zero_gradient():
@@ -215,12 +245,40 @@ def test_unchosen_expert_gets_exactly_zero_gradient():
     assert np.abs(grads[moe.router.logits.bias.path]).max() > 0  # the balance loss reaches P
 
 
+@pytest.mark.parametrize("top_k", [1, 2, 3, 4])
+def test_forecasting_loss_trains_the_router_for_every_k(top_k):
+    """The CE alone (no balance loss) reaches the router's weights: through the
+    Switch gate for k = 1 (a renormalised p / p would give ~1e-8), through the
+    comparison of the chosen experts for k >= 2."""
+    moe = build_moe_chronos(
+        tiny_base(dropout_rate=0.0), EXPERTS, top_k, expert_init_noise=0.2, seed=1
+    )
+    rng = np.random.default_rng(0)
+    moe.experts.down.assign(rng.normal(0, 0.05, moe.experts.down.shape).astype("float32"))
+    batch = make_batch()
+
+    def ce_only(out):
+        return masked_cross_entropy(batch["labels"], out["logits"])
+
+    grads = gradients(moe, ce_only, batch)
+    for layer in (moe.router.logits, moe.router.hidden):
+        assert np.abs(grads[layer.kernel.path]).max() > 1e-4, (layer.name, top_k)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_fresh_moe_has_the_base_logits_for_every_k(top_k):
+    base = tiny_base()
+    moe = build_moe_chronos(base, EXPERTS, top_k)
+    batch = make_batch()
+    np.testing.assert_allclose(logits_of(moe, batch), logits_of(base, batch), atol=1e-5)
+
+
 def test_freeze_base_trains_only_router_and_experts():
     base = tiny_base()
     moe = build_moe_chronos(base, EXPERTS, TOP_K, freeze_base=True, expert_init_noise=0.05)
     router_and_experts = moe.router.trainable_weights + moe.experts.trainable_weights
     assert [w.path for w in moe.trainable_weights] == [w.path for w in router_and_experts]
-    assert len(moe.trainable_weights) == 7
+    assert len(moe.trainable_weights) == 11  # router: norms (4) + MLP (4); experts: 3
     frozen = [ops.convert_to_numpy(w).copy() for w in base.weights]
     head = ops.convert_to_numpy(moe.experts.head).copy()
     moe.compile(optimizer=keras.optimizers.AdamW(1e-2))
@@ -239,14 +297,22 @@ def test_config_round_trip_and_weight_count():
     assert isinstance(restored, ChronosMoE)
     assert (restored.num_experts, restored.top_k, restored.expert_hidden_dim) == (6, 3, 32)
     d, vocab = base.d_model, base.vocab_size
-    router = d * 16 + 16 + 16 * 6 + 6
+    router = 4 * d + d * 16 + 16 + 16 * 6 + 6  # two norms (scale, offset) + MLP
     experts = 6 * (d * 32 + 32 * d + d * vocab)
     assert (
         trainable_count(moe)
         == trainable_count(restored)
         == trainable_count(base) + router + experts
     )
-    assert len(moe.trainable_weights) == len(base.trainable_weights) + 4 + 3
+    assert len(moe.trainable_weights) == len(base.trainable_weights) + 8 + 3
+    # The feature norm's moving statistics and the balancing state: not
+    # trained, but saved with the model.
+    assert sorted(w.name for w in moe.router.non_trainable_weights) == [
+        "expert_load",
+        "moving_mean",
+        "moving_variance",
+        "selection_bias",
+    ]
 
 
 # ---- routing through the pipeline ------------------------------------------------------
@@ -295,7 +361,23 @@ def trained_like_moe():
     )
     rng = np.random.default_rng(1)
     moe.experts.down.assign(rng.normal(0, 0.05, moe.experts.down.shape).astype("float32"))
+    # Balancing state as training leaves it: a bias that changes some routes.
+    moe.router.selection_bias.assign(np.array([0.0, 0.3, -0.2, 0.1], "float32"))
+    moe.router.expert_load.assign(np.array([0.1, 0.2, 0.3, 0.4], "float32"))
     return moe
+
+
+ROUTER_STATE = ("selection_bias", "expert_load")
+
+
+def assert_same_router_state(loaded, moe):
+    for name in ROUTER_STATE:
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(getattr(loaded.router, name)),
+            ops.convert_to_numpy(getattr(moe.router, name)),
+        )
+    for weight, expected in zip(loaded.router.weights, moe.router.weights, strict=True):
+        np.testing.assert_array_equal(ops.convert_to_numpy(weight), ops.convert_to_numpy(expected))
 
 
 def test_keras_file_round_trip(trained_like_moe, tmp_path):
@@ -304,6 +386,7 @@ def test_keras_file_round_trip(trained_like_moe, tmp_path):
     moe.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, ChronosMoE) and loaded.z_tracker is not None
+    assert_same_router_state(loaded, moe)
     batch = make_batch()
     np.testing.assert_array_equal(logits_of(loaded, batch), logits_of(moe, batch))
     series = series_batch()
@@ -336,6 +419,48 @@ np.save({str(folder / "logits.npy")!r}, keras.ops.convert_to_numpy(model(batch)[
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return np.load(folder / "logits.npy")
+
+
+def test_hugging_face_layout_round_trip_keeps_the_router_state(trained_like_moe, tmp_path):
+    from chronos_moe.checkpoints import load_chronos, read_weights, save_chronos
+
+    moe = trained_like_moe
+    save_chronos(moe, tmp_path / "moe")
+    names = set(read_weights(tmp_path / "moe"))
+    assert {"moe.router.selection_bias", "moe.router.expert_load"} <= names
+    assert "moe.router.feature_norm.running_mean" in names
+    loaded = load_chronos(tmp_path / "moe")
+    assert (loaded.load_balancing_mode, loaded.bias_update_rate) == ("loss_and_bias", 0.01)
+    assert_same_router_state(loaded, moe)
+    batch = make_batch()
+    np.testing.assert_array_equal(logits_of(loaded, batch), logits_of(moe, batch))
+
+
+def test_checkpoint_of_an_earlier_version_loads_with_its_plain_router(tmp_path):
+    """Written before the router norms and the balancing state existed: no
+    `router_input_norm` key (it meant no norm) and no state tensors."""
+    import safetensors.numpy
+
+    from chronos_moe.checkpoints import load_chronos, read_weights, save_chronos
+
+    moe = build_moe_chronos(tiny_base(), EXPERTS, TOP_K, router_input_norm=False)
+    directory = save_chronos(moe, tmp_path / "old")
+    config = json.loads((directory / "config.json").read_text())
+    for key in ("router_input_norm", "load_balancing_mode", "load_balancing_window"):
+        del config["chronos_moe_config"][key]
+    del config["chronos_moe_config"]["bias_update_rate"]
+    (directory / "config.json").write_text(json.dumps(config))
+    tensors = {
+        name: value
+        for name, value in read_weights(directory).items()
+        if name not in ("moe.router.selection_bias", "moe.router.expert_load")
+    }
+    safetensors.numpy.save_file(tensors, directory / "model.safetensors")
+    loaded = load_chronos(directory)
+    assert not loaded.router_input_norm
+    np.testing.assert_array_equal(ops.convert_to_numpy(loaded.router.selection_bias), 0.0)
+    batch = make_batch()
+    np.testing.assert_array_equal(logits_of(loaded, batch), logits_of(moe, batch))
 
 
 def test_keras_file_loads_under_the_other_backend(trained_like_moe, tmp_path):
@@ -384,11 +509,18 @@ def test_load_model_helper_registers_the_classes(trained_like_moe, tmp_path):
         ({"load_balancing_weight": -0.1}, ValueError, "load_balancing_weight=-0.1"),
         ({"router_z_loss_weight": -1.0}, ValueError, "z_loss_weight=-1.0"),
         ({"expert_init_noise": -1.0}, ValueError, "expert_init_noise"),
+        ({"load_balancing_mode": "aux"}, ValueError, "load_balancing_mode='aux'"),
+        ({"load_balancing_window": 0}, ValueError, "load_balancing_window=0"),
+        ({"bias_update_rate": 0}, ValueError, "bias_update_rate=0"),
+        ({"bias_update_rate": -0.01}, ValueError, "bias_update_rate=-0.01"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, error, match):
     with pytest.raises(error, match=match):
         build_moe_chronos(tiny_base(), **kwargs)
+    if "expert_init_noise" not in kwargs:
+        with pytest.raises(error, match=match):
+            ChronosMoE(tiny_base(), **kwargs)
 
 
 @pytest.mark.parametrize("base", [None, "amazon/chronos-t5-tiny", keras.layers.Dense(2)])

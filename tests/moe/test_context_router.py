@@ -24,7 +24,7 @@ def make_router(top_k=2, **kwargs):
     router = ContextRouter(EXPERTS, top_k, HIDDEN, **kwargs)
     router.build((None, None, D_MODEL))
     rng = np.random.default_rng(123)
-    for weight in router.weights:
+    for weight in router.trainable_weights:
         weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
     return router
 
@@ -42,9 +42,10 @@ def test_config_round_trip_and_weight_count():
     restored = assert_config_round_trip(router)
     restored.build((None, None, D_MODEL))
     assert restored.top_k == 3 and restored.jitter_noise == 0.1 and restored.seed == 4
-    # Two dense layers: (d_model -> hidden) and (hidden -> experts), with biases.
-    assert len(router.trainable_weights) == 4
-    expected = D_MODEL * HIDDEN + HIDDEN + HIDDEN * EXPERTS + EXPERTS
+    # The layer norm and the feature norm (scale, offset each), then two dense
+    # layers: (d_model -> hidden) and (hidden -> experts), with biases.
+    assert len(router.trainable_weights) == 8
+    expected = 4 * D_MODEL + D_MODEL * HIDDEN + HIDDEN + HIDDEN * EXPERTS + EXPERTS
     assert trainable_count(router) == trainable_count(restored) == expected
 
 
@@ -93,8 +94,27 @@ def test_router_reads_the_masked_mean_of_the_encoder_states():
         rtol=1e-5,
         atol=1e-6,
     )
-    expected = ops.convert_to_numpy(router.logits(router.hidden(pooled)))
-    np.testing.assert_allclose(out["router_logits"], expected, rtol=1e-5, atol=1e-6)
+    # The logits are the MLP of the pooled context, layer-normalised, then
+    # standardised per feature with the moving statistics (inference).
+    normalised = (pooled - pooled.mean(-1, keepdims=True)) / np.sqrt(
+        pooled.var(-1, keepdims=True) + 1e-6
+    )
+    gamma, beta = (ops.convert_to_numpy(w) for w in (router.norm.gamma, router.norm.beta))
+    normalised = normalised * gamma + beta
+    norm = router.feature_norm
+    mean, var, gamma, beta = (
+        ops.convert_to_numpy(w)
+        for w in (norm.moving_mean, norm.moving_variance, norm.gamma, norm.beta)
+    )
+    standardised = (normalised - mean) / np.sqrt(var + 1e-6) * gamma + beta
+    expected = ops.convert_to_numpy(router.logits(router.hidden(standardised)))
+    np.testing.assert_allclose(out["router_logits"], expected, rtol=1e-4, atol=1e-5)
+    # Without the norm, the MLP reads the pooled context itself (earlier checkpoints).
+    plain = make_router(input_norm=False)
+    expected = ops.convert_to_numpy(plain.logits(plain.hidden(pooled)))
+    np.testing.assert_allclose(
+        numpy_outputs(plain(states, mask))["router_logits"], expected, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_routes_permute_with_the_batch():
@@ -155,6 +175,10 @@ def test_router_computes_in_float32_under_mixed_precision(mixed_bfloat16):
         ({"num_experts": 4, "top_k": 5}, "top_k=5"),
         ({"num_experts": 4.0, "top_k": 2}, "num_experts=4.0"),
         ({"num_experts": 4, "top_k": 2, "jitter_noise": 1.0}, "jitter_noise=1.0"),
+        ({"num_experts": 4, "top_k": 2, "balance_mode": "aux"}, "load_balancing_mode='aux'"),
+        ({"num_experts": 4, "top_k": 2, "balance_window": 0}, "load_balancing_window=0"),
+        ({"num_experts": 4, "top_k": 2, "bias_update_rate": 0.0}, "bias_update_rate=0.0"),
+        ({"num_experts": 4, "top_k": 2, "bias_update_rate": -1e-3}, "bias_update_rate=-0.001"),
     ],
 )
 def test_invalid_arguments_are_named(kwargs, match):
@@ -165,3 +189,159 @@ def test_invalid_arguments_are_named(kwargs, match):
 def test_docstring_examples_run():
     result = doctest.testmod(router_module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+# ---- diverse routes from step 0 --------------------------------------------------------
+
+
+def encoded_demo_series(num_series=64, drift=0.0):
+    """Encoder states of very different generated series (scales from 0.1 to
+    1e4, trends, seasonalities, level shifts) through a fresh tiny Chronos,
+    plus `drift` times one vector shared by every state (what the first
+    training steps do to a fresh encoder: every series' states move the same
+    way)."""
+    from chronos_moe.data import generate_sample_series
+    from chronos_moe.tokenizer import MeanScaleUniformBins
+    from tests.moe.helpers import tiny_base
+
+    keras.utils.set_random_seed(0)
+    base = tiny_base()
+    tokenizer = MeanScaleUniformBins.from_config(base.chronos_config)
+    series = np.stack([s[-32:] for s in generate_sample_series(num_series, 200, seed=3)])
+    ids, mask, _ = tokenizer.context_input_transform(series)
+    states = ops.convert_to_numpy(base.encode(ids, mask))
+    shared = np.random.default_rng(0).normal(size=states.shape[-1]).astype("float32")
+    return states + drift * shared, mask
+
+
+def distinct_routes(out):
+    return len({tuple(sorted(row)) for row in out["expert_indices"].tolist()})
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("drift", [0.0, 5.0])
+def test_training_routes_are_diverse_from_step_0(drift, seed):
+    states, mask = encoded_demo_series(drift=drift)
+    keras.utils.set_random_seed(seed)
+    out = numpy_outputs(ContextRouter(4, 2)(states, mask, training=True))
+    # Every expert is chosen for some series, and the series spread over
+    # several of the 6 possible pairs.
+    assert set(out["expert_indices"].ravel().tolist()) == {0, 1, 2, 3}
+    assert distinct_routes(out) >= 4
+    assert out["router_probs"].std(0).mean() > 0.08
+
+
+def test_inference_routes_use_the_statistics_seen_in_training():
+    states, mask = encoded_demo_series(drift=5.0)
+    keras.utils.set_random_seed(1)
+    router = ContextRouter(4, 2)
+    for _ in range(40):  # the moving statistics (momentum 0.9) settle
+        router(states, mask, training=True)
+    out = numpy_outputs(router(states, mask))
+    assert set(out["expert_indices"].ravel().tolist()) == {0, 1, 2, 3}
+    assert distinct_routes(out) >= 3
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_shared_drift_of_the_encoder_states_collapses_the_plain_router(seed):
+    """The failure the normalisation removes: once every series' states move the
+    same way, the router without it hardly tells the series apart."""
+    states, mask = encoded_demo_series(drift=5.0)
+    keras.utils.set_random_seed(seed)
+    plain = numpy_outputs(ContextRouter(4, 2, input_norm=False)(states, mask, training=True))
+    keras.utils.set_random_seed(seed)
+    normed = numpy_outputs(ContextRouter(4, 2)(states, mask, training=True))
+    pairs = [tuple(sorted(row)) for row in plain["expert_indices"].tolist()]
+    assert max(pairs.count(pair) for pair in set(pairs)) > 0.6 * len(pairs)
+    assert plain["router_probs"].std(0).mean() < 0.04
+    assert normed["router_probs"].std(0).mean() > 3 * plain["router_probs"].std(0).mean()
+
+
+# ---- balancing: the selection bias and the windowed load ----------------------------
+
+
+def shares_of(indices, num_experts=EXPERTS):
+    counts = np.bincount(np.asarray(indices).ravel(), minlength=num_experts)
+    return counts / counts.sum()
+
+
+@pytest.mark.parametrize("rate", [1e-3, 0.05])
+def test_bias_moves_by_gamma_against_this_steps_load(rate):
+    router = make_router(top_k=2, balance_mode="bias", bias_update_rate=rate)
+    bias = np.zeros(EXPERTS, "float32")
+    for step in range(3):
+        out = numpy_outputs(router(*make_inputs(seed=step, batch=16), training=True))
+        shares = shares_of(out["expert_indices"])
+        # Overloaded experts (share above the mean 1/N) lose γ, idle ones gain γ.
+        bias = bias + rate * np.sign(1 / EXPERTS - shares)
+        np.testing.assert_allclose(ops.convert_to_numpy(router.selection_bias), bias, atol=1e-7)
+    assert (bias != 0).any()
+
+
+def test_bias_selects_but_does_not_weigh():
+    router = make_router(top_k=2)
+    states, mask = make_inputs(batch=8)
+    before = numpy_outputs(router(states, mask))
+    router.selection_bias.assign(np.array([0, 0, 0, 0, 0, 10], "float32"))
+    out = numpy_outputs(router(states, mask))
+    # Expert 5 is chosen for every series, by the bias alone ...
+    assert (out["expert_indices"][:, 0] == 5).all()
+    # ... but the probabilities and the gates are the unbiased ones.
+    np.testing.assert_array_equal(out["router_probs"], before["router_probs"])
+    chosen = np.take_along_axis(out["router_probs"], out["expert_indices"], axis=-1)
+    np.testing.assert_allclose(out["gates"], chosen / chosen.sum(-1, keepdims=True), rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["loss", "bias", "loss_and_bias"])
+def test_state_moves_only_in_training_and_the_bias_only_in_its_modes(mode):
+    router = make_router(balance_mode=mode, bias_update_rate=0.1)
+    router(*make_inputs())  # inference: nothing moves
+    np.testing.assert_array_equal(ops.convert_to_numpy(router.selection_bias), 0.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(router.expert_load), 1 / EXPERTS)
+    router(*make_inputs(), training=True)
+    moved = np.abs(ops.convert_to_numpy(router.selection_bias)).max() > 0
+    assert moved == (mode != "loss")
+
+
+@pytest.mark.parametrize("window", [1, 5])
+def test_expert_load_is_the_moving_average_of_the_shares(window):
+    router = make_router(top_k=2, balance_window=window)
+    load = np.full(EXPERTS, 1 / EXPERTS)
+    for step in range(4):
+        out = numpy_outputs(router(*make_inputs(seed=step, batch=16), training=True))
+        load = load + (shares_of(out["expert_indices"]) - load) / window
+        np.testing.assert_allclose(ops.convert_to_numpy(router.expert_load), load, rtol=1e-6)
+    np.testing.assert_allclose(load.sum(), 1.0, rtol=1e-6)
+    if window == 1:  # the last step's shares alone
+        np.testing.assert_allclose(load, shares_of(out["expert_indices"]))
+
+
+def gate_gradient(router, states, mask):
+    """d sum(gates) / d (the router's logit biases), with the backend's autodiff."""
+    bias = router.logits.bias
+    if keras.config.backend() == "jax":
+        import jax
+
+        def total(value):
+            with keras.StatelessScope(state_mapping=[(bias, value)]):
+                return router(states, mask)["gates"].sum()
+
+        return np.asarray(jax.grad(total)(bias.value))
+    bias.value.grad = None
+    ops.sum(router(states, mask)["gates"]).backward()
+    return bias.value.grad.numpy()
+
+
+def test_top1_gate_is_one_with_the_gradient_of_the_raw_probability():
+    router = make_router(top_k=1)
+    states, mask = make_inputs()
+    out = numpy_outputs(router(states, mask))
+    np.testing.assert_array_equal(out["gates"], 1.0)  # function-preserving
+    # The Switch gate's gradient: d p_top / d logits = p_top (onehot - p), where
+    # the renormalised p_top / p_top would give zero.
+    p = out["router_probs"]
+    top = np.take_along_axis(p, out["expert_indices"], axis=-1)
+    onehot = np.eye(EXPERTS)[out["expert_indices"][:, 0]]
+    expected = (top * (onehot - p)).sum(0)
+    np.testing.assert_allclose(gate_gradient(router, states, mask), expected, atol=1e-6)
+    assert np.abs(expected).max() > 1e-2

@@ -52,8 +52,9 @@ POSITIVE = (
     "num_experts",
     "num_active_experts",
     "router_hidden_dim",
+    "load_balancing_window",
 )
-POSITIVE_FLOAT = ("learning_rate", "temperature", "initializer_factor")
+POSITIVE_FLOAT = ("learning_rate", "temperature", "initializer_factor", "bias_update_rate")
 NON_NEGATIVE_FLOAT = ("weight_decay", "load_balancing_weight", "router_z_loss_weight")
 UNIT_INTERVAL = ("warmup_ratio", "max_missing_prop", "router_jitter_noise")
 WRONG_TYPES = ["ten", 2.5, True, None, [1, 2], {"a": 1}, -3, "", [], {}]

@@ -111,7 +111,7 @@ def test_a_trainer_state_without_a_part_is_refused_naming_it(copy, key):
     [
         ("model.safetensors", "the router's seed generator", "router RNG state"),
         ("model.safetensors", "router", "router"),
-        ("model.safetensors", "expert", "weights"),
+        ("model.safetensors", "/experts/", "weights"),
         ("model.safetensors", "shared", "weights"),
         ("optimizer.safetensors", "iteration", "learning-rate position"),
         ("optimizer.safetensors", "momentum", "weights"),

@@ -97,6 +97,19 @@ def test_integers_are_accepted_where_floats_are_expected():
         ({"max_missing_prop": -0.1}, r"`max_missing_prop` must be a number in \[0, 1\]"),
         ({"top_p": 0.0}, r"`top_p` must be a number in \(0, 1\]"),
         ({"num_experts": 2, "num_active_experts": 3}, r"`num_active_experts` must be <="),
+        ({"num_experts": 0}, r"`num_experts` must be a positive integer. Received: num_experts=0"),
+        (
+            {"load_balancing_mode": "aux_free"},
+            r"`load_balancing_mode` must be of type Literal\['loss', 'bias', 'loss_and_bias'\]\. "
+            r"Received: load_balancing_mode='aux_free'",
+        ),
+        (
+            {"load_balancing_window": 0},
+            r"`load_balancing_window` must be a positive integer. "
+            r"Received: load_balancing_window=0",
+        ),
+        ({"bias_update_rate": 0.0}, r"`bias_update_rate` must be a finite number > 0. Received"),
+        ({"bias_update_rate": -1e-3}, r"Received: bias_update_rate=-0.001"),
         ({"model_id": "my/model", "random_init": True}, r"must name a size preset"),
         ({"save_total_limit": 0}, r"`save_total_limit` must be an integer >= 1 or null"),
     ],
