@@ -60,7 +60,11 @@ MOE_CONFIG_KEYS = (
 MOE_LEGACY_DEFAULTS = {"router_input_norm": False}
 # The router's balancing state: a checkpoint of an earlier version lacks it, and
 # the fresh state (uniform load, zero bias) is what that router ran with.
-MOE_OPTIONAL_WEIGHTS = ("moe.router.expert_load", "moe.router.selection_bias")
+MOE_OPTIONAL_WEIGHTS = (
+    "moe.router.expert_load",
+    "moe.router.selection_bias",
+    "moe.router.feature_norm.statistics_initialised",
+)
 
 # ChronosT5 arguments read from config.json (transformers' T5Config names).
 T5_CONFIG_KEYS = (
@@ -239,6 +243,10 @@ def hf_weight_map(model: ChronosT5 | ChronosMoE) -> dict[str, tuple[Any, bool]]:
             mapping["moe.router.feature_norm.bias"] = (feature_norm.beta, False)
             mapping["moe.router.feature_norm.running_mean"] = (feature_norm.moving_mean, False)
             mapping["moe.router.feature_norm.running_var"] = (feature_norm.moving_variance, False)
+            mapping["moe.router.feature_norm.statistics_initialised"] = (
+                router.statistics_initialised,
+                False,
+            )
         for layer in (router.hidden, router.logits):
             mapping[f"moe.router.{layer.name}.kernel"] = (layer.kernel, False)
             mapping[f"moe.router.{layer.name}.bias"] = (layer.bias, False)

@@ -72,11 +72,11 @@ class ChronosMoE(keras.Model):
         expert_hidden_dim: int. Width of each expert's feed-forward block.
         router_jitter_noise: float. Multiplicative router noise in training.
         freeze_base: bool. Keep the base encoder/decoder weights fixed.
-        router_input_norm: bool. Layer-normalise the router's pooled context.
+        router_input_norm: bool. Layer-normalise the router's pooled context
+            (see `ContextRouter`, as for the next three).
         load_balancing_mode: str. `"loss"`, `"bias"` or `"loss_and_bias"`.
         load_balancing_window: int. Steps the expert loads are averaged over.
         bias_update_rate: float. `γ` of the selection-bias update.
-        (See `ContextRouter` for the last four.)
 
     Call arguments:
         inputs: dict with `input_ids`, `attention_mask` and

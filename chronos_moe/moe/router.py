@@ -159,6 +159,11 @@ class ContextRouter(keras.layers.Layer):
         self.selection_bias = self.add_weight(
             name="selection_bias", shape=(self.num_experts,), initializer="zeros", trainable=False
         )
+        if self.input_norm:
+            # 1 once a training call has set the moving statistics (see `call`).
+            self.statistics_initialised = self.add_weight(
+                name="statistics_initialised", shape=(1,), initializer="zeros", trainable=False
+            )
 
     def call(self, encoder_states, attention_mask, training=False):
         context = masked_mean(
@@ -173,6 +178,8 @@ class ContextRouter(keras.layers.Layer):
             )
         if self.input_norm:
             context = self.norm(context)  # each series: zero mean, unit variance
+            if training:
+                self.initialise_statistics(context)
             context = self.feature_norm(context, training=training)  # each feature, over series
         router_logits = self.logits(self.hidden(context))  # (batch, N)
         router_probs = ops.softmax(router_logits, axis=-1)
@@ -193,6 +200,20 @@ class ContextRouter(keras.layers.Layer):
             "router_probs": router_probs,
             "router_logits": router_logits,
         }
+
+    def initialise_statistics(self, context):
+        """Sets the feature norm's moving statistics to the first training batch's.
+
+        They start at mean 0 and variance 1, while the layer-normalised pooled
+        states vary across series by as little as 1e-4 per feature: with
+        momentum 0.9 the starting variance would outweigh the measured one for
+        ~100 steps, and inference would route differently from training."""
+        mean, variance = ops.moments(context, axes=[0])
+        fresh = ops.equal(self.statistics_initialised.value, 0.0)  # (1,)
+        norm = self.feature_norm
+        norm.moving_mean.assign(ops.where(fresh, mean, norm.moving_mean.value))
+        norm.moving_variance.assign(ops.where(fresh, variance, norm.moving_variance.value))
+        self.statistics_initialised.assign(ops.ones((1,), "float32"))
 
     def update_balance(self, expert_indices):
         """Folds this step's routing into `expert_load` and, when the balance

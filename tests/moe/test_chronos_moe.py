@@ -312,6 +312,7 @@ def test_config_round_trip_and_weight_count():
         "moving_mean",
         "moving_variance",
         "selection_bias",
+        "statistics_initialised",
     ]
 
 
