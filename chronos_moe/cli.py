@@ -198,19 +198,22 @@ def _check_model(option: str, model: str) -> None:
         )
 
 
-def _forecast(args: argparse.Namespace) -> int:
-    _check_files("--data", [args.data])
-    _check_output_file("--output", args.output)
-    from chronos_moe.data.table_file import WRITE_SUFFIXES, read_long_frame, table_format
-
-    table_format(args.data)  # a known input format
-    try:
-        table_format(args.output, WRITE_SUFFIXES)
-    except ValueError:
+def _check_suffix(option: str, path: Path, formats: dict[str, str]) -> None:
+    """`path` ends in one of the suffixes of `formats`."""
+    if path.suffix.lower() not in formats:
         raise ValueError(
-            f"argument --output: expected a file ending in .csv or .parquet. "
-            f"Received: --output {args.output}"
-        ) from None
+            f"argument {option}: expected a file ending in {', '.join(sorted(formats))}. "
+            f"Received: {option} {path}"
+        )
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    from chronos_moe.data.table_file import READ_SUFFIXES, WRITE_SUFFIXES
+
+    _check_files("--data", [args.data])
+    _check_suffix("--data", args.data, READ_SUFFIXES)
+    _check_output_file("--output", args.output)
+    _check_suffix("--output", args.output, WRITE_SUFFIXES)
     if args.output.exists() and not args.overwrite:
         raise ValueError(
             f"argument --output: {args.output} exists; pass --overwrite to replace it. "
@@ -220,6 +223,7 @@ def _forecast(args: argparse.Namespace) -> int:
     # The data is read and checked before the model is loaded.
     from chronos_moe.data.errors import DataError
     from chronos_moe.data.long_frame import LongFrameSeries
+    from chronos_moe.data.table_file import read_long_frame, write_frame
 
     columns = {
         "id_column": args.id_column,
@@ -232,7 +236,8 @@ def _forecast(args: argparse.Namespace) -> int:
         series.future_timestamps(args.prediction_length, args.freq)
     except DataError as error:  # named by the file rather than "<DataFrame>"
         raise DataError(error.message, args.data, error.row, error.field) from None
-    from chronos_moe.data.table_file import write_frame
+    except ValueError as error:  # a --freq pandas does not know
+        raise ValueError(f"argument --freq: {error}") from None
     from chronos_moe.pipeline import ChronosPipeline
 
     pipeline = ChronosPipeline.from_pretrained(args.model)

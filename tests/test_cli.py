@@ -168,12 +168,14 @@ def subcommands():
         (["forecast", "--model", "m", "--data", "{tmp}/d.csv", "--prediction-length", "4",
           "--output", "{tmp}/f.csv"], "--data", "{tmp}/d.csv does not exist"),
         (["forecast", "--model", "m", "--data", "{data}", "--prediction-length", "4", "--output",
-          "{tmp}/f.txt"], "--output", "expected a file ending in .csv or .parquet"),
+          "{tmp}/f.txt"], "--output", "expected a file ending in .csv, .parquet, .pq"),
         (["forecast", "--model", "{tmp}/none", "--data", "{data}", "--prediction-length", "4",
           "--output", "{tmp}/f.csv"], "--model", "{tmp}/none does not exist; expected a "
          "checkpoint directory"),
         (["forecast", "--model", "{tmp}", "--data", "{data}", "--prediction-length", "4",
           "--output", "{tmp}/f.csv"], "--model", "has no config.json"),
+        (["forecast", "--model", "m", "--data", "{config}", "--prediction-length", "4",
+          "--output", "{tmp}/f.csv"], "--data", "expected a file ending in .arrow, .csv"),
         (["init-config", "big"], "kind", "invalid choice: 'big'"),
         (["train", "--config", "{config}", "--resume-from", "{tmp}/step-9"], "--resume-from",
          "{tmp}/step-9 is not a checkpoint directory"),
@@ -634,6 +636,12 @@ def test_forecast_bad_data_is_named_and_nothing_is_written(start, tmp_path, caps
         (line,) = err.splitlines()
         assert line.startswith("chronos-moe forecast: error: ") and message in line, line
         assert line.startswith(f"chronos-moe forecast: error: {tmp_path / name}: ")
+    frame.to_csv(tmp_path / "sales.csv", index=False)
+    status, _, err = run_cli(
+        capsys, "forecast", "--model", start, "--data", tmp_path / "sales.csv",
+        "--prediction-length", 2, "--output", tmp_path / "f.csv", "--freq", "fortnightly",
+    )  # fmt: skip
+    assert status == 2 and "error: argument --freq: `freq` must be a pandas frequency" in err
     (tmp_path / "empty.csv").write_text("")
     status, _, err = run_cli(
         capsys, "forecast", "--model", start, "--data", tmp_path / "empty.csv",

@@ -79,9 +79,7 @@ def test_greedy_frame_equals_the_reference(pipelines, prediction_length):
 def test_id_dtypes_are_the_references(pipelines, id_dtype):
     ours, reference = pipelines
     frame = long_frame(ids=(7, 3, 5), lengths=(10, 10, 10), freq="D")
-    frame["item_id"] = frame["item_id"].astype(id_dtype if id_dtype != "string" else str)
-    if id_dtype == "string":
-        frame["item_id"] = frame["item_id"].astype("string")
+    frame["item_id"] = frame["item_id"].astype(id_dtype)
     expected = reference.predict_df(frame, prediction_length=2, quantile_levels=[0.5], **GREEDY)
     actual = ours.predict_df(frame, prediction_length=2, quantile_levels=[0.5], **GREEDY)
     pd.testing.assert_frame_equal(actual, expected)
