@@ -1,5 +1,5 @@
 """The `chronos-moe` command line: train, compare, generate-data, evaluate,
-analyze-experts, init-config.
+forecast, analyze-experts, init-config.
 
 The backend (`--backend`, else a config's `backend` key, else
 `$KERAS_BACKEND`) is set before Keras is imported, so every sub-command imports
@@ -176,6 +176,90 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_model(option: str, model: str) -> None:
+    """`model` is a checkpoint directory (with config.json) or looks like a hub id."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"argument {option}: {model} is not a checkpoint directory (it has no "
+                f"config.json). Received: {option} {model}"
+            )
+        return
+    if path.exists():
+        raise ValueError(
+            f"argument {option}: {model} is a file; expected a checkpoint directory. "
+            f"Received: {option} {model}"
+        )
+    if model.count("/") != 1 or model.startswith((".", "/", "~")):
+        raise ValueError(
+            f"argument {option}: {model} does not exist; expected a checkpoint directory or a "
+            f"hub id like amazon/chronos-t5-small. Received: {option} {model}"
+        )
+
+
+def _check_suffix(option: str, path: Path, formats: dict[str, str]) -> None:
+    """`path` ends in one of the suffixes of `formats`."""
+    if path.suffix.lower() not in formats:
+        raise ValueError(
+            f"argument {option}: expected a file ending in {', '.join(sorted(formats))}. "
+            f"Received: {option} {path}"
+        )
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    from chronos_moe.data.table_file import READ_SUFFIXES, WRITE_SUFFIXES
+
+    _check_files("--data", [args.data])
+    _check_suffix("--data", args.data, READ_SUFFIXES)
+    _check_output_file("--output", args.output)
+    _check_suffix("--output", args.output, WRITE_SUFFIXES)
+    if args.output.exists() and not args.overwrite:
+        raise ValueError(
+            f"argument --output: {args.output} exists; pass --overwrite to replace it. "
+            f"Received: --output {args.output}"
+        )
+    _check_model("--model", args.model)
+    # The data is read and checked before the model is loaded.
+    from chronos_moe.data.errors import DataError
+    from chronos_moe.data.long_frame import LongFrameSeries
+    from chronos_moe.data.table_file import read_long_frame, write_frame
+
+    columns = {
+        "id_column": args.id_column,
+        "timestamp_column": args.timestamp_column,
+        "target": args.target,
+    }
+    frame = read_long_frame(args.data, freq=args.freq, **columns)
+    try:
+        series = LongFrameSeries.from_frame(frame, **columns)
+        series.future_timestamps(args.prediction_length, args.freq)
+    except DataError as error:  # named by the file rather than "<DataFrame>"
+        raise DataError(error.message, args.data, error.row, error.field) from None
+    except ValueError as error:  # a --freq pandas does not know
+        raise ValueError(f"argument --freq: {error}") from None
+    from chronos_moe.pipeline import ChronosPipeline
+
+    pipeline = ChronosPipeline.from_pretrained(args.model)
+    forecast = pipeline.predict_df(
+        frame,
+        prediction_length=args.prediction_length,
+        quantile_levels=args.quantile_levels,
+        batch_size=args.batch_size,
+        freq=args.freq,
+        verbose=1 if sys.stdout.isatty() else 0,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        **columns,
+    )
+    write_frame(forecast, args.output)
+    print(
+        f"Wrote {args.prediction_length} forecast steps for each of {len(series)} series to "
+        f"{args.output}"
+    )
+    return 0
+
+
 def _analyze_experts(args: argparse.Namespace) -> int:
     _check_files("--data", args.data)
     if args.output_dir.exists() and not args.output_dir.is_dir():
@@ -249,6 +333,22 @@ def _int_type(low: int, high: int | None = None):
     return parse
 
 
+def _quantile_level(text: str) -> float:
+    """An argparse `type`: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number. Received: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a number between 0 and 1 (exclusive). Received: {text}"
+        )
+    return value
+
+
+_quantile_level.__name__ = "quantile level"
+_quantile_level.expected = "in (0, 1)"
+
 POSITIVE = _int_type(1)
 SEED = _int_type(0, 2**32 - 1)  # numpy's seed range
 EXAMPLES_PER_EXPERT = _int_type(1, 20)
@@ -269,6 +369,7 @@ def _add_command(commands, name: str, summary: str, description: str, example: s
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     from chronos_moe import __version__
+    from chronos_moe.config import DEFAULT_QUANTILE_LEVELS
 
     parser = argparse.ArgumentParser(
         prog="chronos-moe",
@@ -454,6 +555,82 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=SEED, default=0, help="random seed of the sampling")
     _add_backend(evaluate)
     evaluate.set_defaults(handler=_evaluate)
+
+    forecast = _add_command(
+        commands,
+        "forecast",
+        "forecast every series of a CSV, Parquet or Arrow file",
+        "Forecasts the next --prediction-length steps of every series in --data and writes "
+        "them as CSV or Parquet: one row per series and step, with the columns of "
+        "`ChronosPipeline.predict_df` (id, timestamp, target_name, predictions = the mean, "
+        "one column per quantile level).\nThe data is long format (one row per observation: "
+        "id, timestamp and target columns; unsorted rows, any id type) or the GluonTS layout "
+        "(one row per series: `start` and a `target` list). The forecast timestamps continue "
+        "each series by the frequency inferred from the data (or --freq).\nThe data is read "
+        "and checked before the model is loaded; nothing is written on an error.",
+        "chronos-moe forecast --model output/my-moe/final --data sales.csv "
+        "--prediction-length 24 --output forecasts.csv",
+    )
+    forecast.add_argument("--model", required=True, metavar="DIR", help="checkpoint dir or hub id")
+    forecast.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="the series: .csv, .parquet or .arrow, long format or the GluonTS layout",
+    )
+    forecast.add_argument(
+        "--prediction-length",
+        required=True,
+        type=POSITIVE,
+        metavar="N",
+        help="steps to forecast after the end of each series",
+    )
+    forecast.add_argument(
+        "--quantile-levels",
+        type=_quantile_level,
+        nargs="+",
+        default=list(DEFAULT_QUANTILE_LEVELS),
+        metavar="Q",
+        help="quantile levels in (0, 1), one output column each (default: 0.1 0.2 ... 0.9)",
+    )
+    forecast.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="where the forecasts go: .csv or .parquet",
+    )
+    forecast.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output file"
+    )
+    forecast.add_argument(
+        "--id-column", default="item_id", metavar="NAME", help="the series id column"
+    )
+    forecast.add_argument(
+        "--timestamp-column", default="timestamp", metavar="NAME", help="the time column"
+    )
+    forecast.add_argument(
+        "--target", default="target", metavar="NAME", help="the column to forecast"
+    )
+    forecast.add_argument(
+        "--freq",
+        metavar="FREQ",
+        help="pandas frequency of the series such as h, D, W-SUN (default: inferred from the "
+        "timestamps, or an Arrow file's freq metadata)",
+    )
+    forecast.add_argument(
+        "--num-samples",
+        type=POSITIVE,
+        metavar="N",
+        help="sample paths per forecast (default: the model's)",
+    )
+    forecast.add_argument("--seed", type=SEED, default=0, help="random seed of the sampling")
+    forecast.add_argument(
+        "--batch-size", type=POSITIVE, default=256, metavar="N", help="series per forecast call"
+    )
+    _add_backend(forecast)
+    forecast.set_defaults(handler=_forecast)
 
     analyze = _add_command(
         commands,

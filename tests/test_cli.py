@@ -11,6 +11,7 @@ import time
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -79,7 +80,15 @@ def comparison(start, tmp_path_factory):
 
 # ---- help, version, argument checks ------------------------------------------------------
 
-COMMANDS = ("train", "compare", "generate-data", "evaluate", "analyze-experts", "init-config")
+COMMANDS = (
+    "train",
+    "compare",
+    "generate-data",
+    "evaluate",
+    "forecast",
+    "analyze-experts",
+    "init-config",
+)
 
 
 def test_version(capsys):
@@ -148,6 +157,25 @@ def subcommands():
          "--batch-size", "Received: 0"),
         (["analyze-experts", "--model", "m", "--data", "{tmp}/d.arrow"], "--data",
          "does not exist"),
+        (["forecast", "--model", "m", "--data", "{data}", "--prediction-length", "0", "--output",
+          "{tmp}/f.csv"], "--prediction-length", "Received: 0"),
+        (["forecast", "--model", "m", "--data", "{data}", "--prediction-length", "4", "--output",
+          "{tmp}/f.csv", "--quantile-levels", "0.5", "1.5"], "--quantile-levels",
+         "between 0 and 1 (exclusive). Received: 1.5"),
+        (["forecast", "--model", "m", "--data", "{data}", "--prediction-length", "4", "--output",
+          "{tmp}/f.csv", "--quantile-levels", "median"], "--quantile-levels",
+         "Received: 'median'"),
+        (["forecast", "--model", "m", "--data", "{tmp}/d.csv", "--prediction-length", "4",
+          "--output", "{tmp}/f.csv"], "--data", "{tmp}/d.csv does not exist"),
+        (["forecast", "--model", "m", "--data", "{data}", "--prediction-length", "4", "--output",
+          "{tmp}/f.txt"], "--output", "expected a file ending in .csv, .parquet, .pq"),
+        (["forecast", "--model", "{tmp}/none", "--data", "{data}", "--prediction-length", "4",
+          "--output", "{tmp}/f.csv"], "--model", "{tmp}/none does not exist; expected a "
+         "checkpoint directory"),
+        (["forecast", "--model", "{tmp}", "--data", "{data}", "--prediction-length", "4",
+          "--output", "{tmp}/f.csv"], "--model", "has no config.json"),
+        (["forecast", "--model", "m", "--data", "{config}", "--prediction-length", "4",
+          "--output", "{tmp}/f.csv"], "--data", "expected a file ending in .arrow, .csv"),
         (["init-config", "big"], "kind", "invalid choice: 'big'"),
         (["train", "--config", "{config}", "--resume-from", "{tmp}/step-9"], "--resume-from",
          "{tmp}/step-9 is not a checkpoint directory"),
@@ -486,3 +514,155 @@ def test_analyze_experts_needs_a_moe_model(comparison, tmp_path, capsys):
 def test_the_sample_configs_name_the_compare_defaults():
     for name in compare_module.SAMPLE_CONFIGS:
         assert isinstance(compare_module.sample_config(name), TrainingConfig)
+
+
+# ---- forecast ------------------------------------------------------------------------------
+
+
+def sales_frame(num_series=3, length=40):
+    """A long-format frame, rows shuffled, string ids, hourly timestamps."""
+    rng = np.random.default_rng(0)
+    parts = [
+        pd.DataFrame(
+            {
+                "item_id": f"store_{k}",
+                "timestamp": pd.date_range("2024-01-01", periods=length, freq="h"),
+                "target": 10 + 3 * np.sin(np.arange(length) / 3 + k) + rng.normal(size=length),
+            }
+        )
+        for k in range(num_series)
+    ]
+    return pd.concat(parts, ignore_index=True).sample(frac=1, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def moe_start(start, tmp_path_factory):
+    from chronos_moe import checkpoints
+    from chronos_moe.moe.model import build_moe_chronos
+
+    moe = build_moe_chronos(checkpoints.load_chronos(start), num_experts=2, top_k=1)
+    return checkpoints.save_chronos(moe, tmp_path_factory.mktemp("moe-start"))
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_forecast_csv_in_writes_the_predict_df_frame(kind, start, moe_start, tmp_path, capsys):
+    from chronos_moe.pipeline import ChronosPipeline
+
+    model = start if kind == "dense" else moe_start
+    frame = sales_frame()
+    frame.to_csv(tmp_path / "sales.csv", index=False)
+    output = tmp_path / "forecasts.csv"
+    status, out, err = run_cli(
+        capsys, "forecast", "--model", model, "--data", tmp_path / "sales.csv",
+        "--prediction-length", 3, "--quantile-levels", 0.1, 0.5, 0.9, "--num-samples", 4,
+        "--output", output,
+    )  # fmt: skip
+    assert status == 0, err
+    assert f"3 forecast steps for each of 3 series to {output}" in out
+    assert "\r" not in out and "\x1b" not in out  # no bar: not a terminal
+    written = pd.read_csv(output, parse_dates=["timestamp"])
+    assert list(written.columns) == [
+        "item_id", "timestamp", "target_name", "predictions", "0.1", "0.5", "0.9"
+    ]  # fmt: skip
+    expected = ChronosPipeline.from_pretrained(model).predict_df(
+        frame, prediction_length=3, quantile_levels=[0.1, 0.5, 0.9], num_samples=4, seed=0
+    )
+    assert written["item_id"].tolist() == expected["item_id"].tolist()
+    assert (written["timestamp"] == expected["timestamp"]).all()
+    assert written["timestamp"].iloc[0] == pd.Timestamp("2024-01-02 16:00")
+    np.testing.assert_allclose(written["0.5"], expected["0.5"], rtol=1e-6)
+
+
+def test_forecast_parquet_and_gluonts_arrow_in_parquet_out(start, tmp_path, capsys):
+    from chronos_moe.data import write_arrow
+
+    sales_frame().to_parquet(tmp_path / "sales.parquet", index=False)
+    status, _, err = run_cli(
+        capsys, "forecast", "--model", start, "--data", tmp_path / "sales.parquet",
+        "--prediction-length", 2, "--output", tmp_path / "f.parquet",
+    )  # fmt: skip
+    assert status == 0, err
+    written = pd.read_parquet(tmp_path / "f.parquet")
+    assert len(written) == 6 and written.columns[-1] == "0.9"
+    assert written["predictions"].dtype == np.float32
+
+    arrow = write_arrow(
+        [np.arange(20.0), np.ones(9)], tmp_path / "g.arrow", start="2024-05-01", freq="D"
+    )
+    status, _, err = run_cli(
+        capsys, "forecast", "--model", start, "--data", arrow, "--prediction-length", 2,
+        "--output", tmp_path / "g.csv",
+    )  # fmt: skip
+    assert status == 0, err
+    written = pd.read_csv(tmp_path / "g.csv")
+    assert written["item_id"].tolist() == [0, 0, 1, 1]  # row numbers: the file has no ids
+    assert written["timestamp"].tolist() == ["2024-05-21", "2024-05-22", "2024-05-10", "2024-05-11"]
+
+
+def test_forecast_refuses_to_overwrite_without_overwrite(start, tmp_path, capsys):
+    sales_frame(num_series=1).to_csv(tmp_path / "sales.csv", index=False)
+    output = tmp_path / "f.csv"
+    output.write_text("keep me")
+    argv = ["forecast", "--model", start, "--data", tmp_path / "sales.csv",
+            "--prediction-length", 2, "--output", output]  # fmt: skip
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 2 and "exists; pass --overwrite" in err and output.read_text() == "keep me"
+    status, _, err = run_cli(capsys, *argv, "--overwrite")
+    assert status == 0, err
+    assert output.read_text().startswith("item_id,timestamp,target_name,predictions,0.1")
+
+
+def test_forecast_bad_data_is_named_and_nothing_is_written(start, tmp_path, capsys, monkeypatch):
+    from chronos_moe import pipeline
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(pipeline.ChronosPipeline, "from_pretrained", no_model)
+    frame = sales_frame(num_series=2, length=10)
+    cases = {
+        "no-target.csv": (frame.drop(columns="target"), r"missing column(s) ['target']"),
+        "text.csv": (frame.assign(target="unknown"), "field 'target': expected a numeric column"),
+        "twice.csv": (pd.concat([frame, frame.iloc[:1]]), "duplicate (id, timestamp)"),
+        "gaps.csv": (frame.drop(index=[3]), "cannot infer the frequency of series 'store_0'"),
+    }
+    for name, (data, message) in cases.items():
+        data.to_csv(tmp_path / name, index=False)
+        status, out, err = run_cli(
+            capsys, "forecast", "--model", start, "--data", tmp_path / name,
+            "--prediction-length", 2, "--output", tmp_path / "f.csv",
+        )  # fmt: skip
+        assert status == 2 and out == "", err
+        (line,) = err.splitlines()
+        assert line.startswith("chronos-moe forecast: error: ") and message in line, line
+        assert line.startswith(f"chronos-moe forecast: error: {tmp_path / name}: ")
+    frame.to_csv(tmp_path / "sales.csv", index=False)
+    status, _, err = run_cli(
+        capsys, "forecast", "--model", start, "--data", tmp_path / "sales.csv",
+        "--prediction-length", 2, "--output", tmp_path / "f.csv", "--freq", "fortnightly",
+    )  # fmt: skip
+    assert status == 2 and "error: argument --freq: `freq` must be a pandas frequency" in err
+    (tmp_path / "empty.csv").write_text("")
+    status, _, err = run_cli(
+        capsys, "forecast", "--model", start, "--data", tmp_path / "empty.csv",
+        "--prediction-length", 2, "--output", tmp_path / "f.csv",
+    )  # fmt: skip
+    assert status == 2 and "empty.csv: cannot read it as CSV" in err
+    assert not (tmp_path / "f.csv").exists()
+
+
+def pd_concat(*frames):
+    return pd.concat(frames)
+
+
+def test_forecast_shows_a_progress_bar_on_a_terminal(start, tmp_path, capsys, monkeypatch):
+    import sys
+
+    sales_frame().to_csv(tmp_path / "sales.csv", index=False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    status, out, err = run_cli(
+        capsys, "forecast", "--model", start, "--data", tmp_path / "sales.csv",
+        "--prediction-length", 2, "--output", tmp_path / "f.csv", "--batch-size", 2,
+    )  # fmt: skip
+    assert status == 0, err
+    assert "3/3" in out

@@ -46,6 +46,7 @@ PAGES = [
     DOCS / "cli.md",
     DOCS / "configuration.md",
     DOCS / "training.md",
+    DOCS / "dataframes.md",
     *sorted((DOCS / "tutorials").glob("*.md")),
 ]
 HUB_ID = re.compile(r"[\"']amazon/chronos-t5-(tiny|mini|small|base|large)[\"']")

@@ -114,7 +114,7 @@ def test_an_unsupported_backend_is_named(newcomer_env):
 
 
 def test_every_sub_command_runs_as_a_newcomer(newcomer_env, tmp_path):
-    """generate-data, train, evaluate, analyze-experts and compare, each on a
+    """generate-data, train, evaluate, forecast, analyze-experts and compare, each on a
     tiny model, through the installed `chronos-moe` command."""
     command = chronos_moe_command()
     data = run(
@@ -158,6 +158,33 @@ def test_every_sub_command_runs_as_a_newcomer(newcomer_env, tmp_path):
         str(tmp_path / "evaluation.csv"),
     )
     assert (tmp_path / "evaluation.csv").read_text().count("\n") >= 2
+
+    sales = tmp_path / "sales.csv"
+    sales.write_text(
+        "item_id,timestamp,target\n"
+        + "".join(
+            f"{i},2024-01-01 {h:02d}:00,{(h * (i + 2)) % 7}\n" for h in range(20) for i in (1, 2)
+        )
+    )
+    run(
+        newcomer_env,
+        command,
+        "forecast",
+        "--model",
+        str(final),
+        "--data",
+        str(sales),
+        "--prediction-length",
+        str(PREDICTION_LENGTH),
+        "--num-samples",
+        "4",
+        "--output",
+        str(tmp_path / "forecasts.csv"),
+    )
+    forecasts = (tmp_path / "forecasts.csv").read_text().splitlines()
+    assert forecasts[0].startswith("item_id,timestamp,target_name,predictions,0.1,")
+    assert len(forecasts) == 1 + 2 * PREDICTION_LENGTH
+    assert forecasts[1].startswith("1,2024-01-01 20:00:00,target,")
 
     run(
         newcomer_env,

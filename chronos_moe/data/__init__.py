@@ -2,7 +2,10 @@
 
 * `ArrowSeriesFile`, `read_arrow`, `write_arrow`: Arrow IPC files in the GluonTS/Chronos
   layout (`arrow.py`).
-* `InMemorySeries`, `series_from_dataframe`: in-memory data (`source.py`).
+* `InMemorySeries`, `series_from_dataframe`, `IdentifiedSeries`: in-memory data (`source.py`).
+* `LongFrameSeries`, `forecast_frame`: long-format DataFrames in and out of
+  `ChronosPipeline.predict_df` (`long_frame.py`, which imports pandas: import it
+  from there).
 * `TrainingWindows`, `ValidationWindows`: the reference training script's window
   sampling (`windows.py`); `DataReport`: what was dropped and why (`report.py`).
 * `ChronosDataset`: tokenized batches for `model.fit` (`dataset.py`).
@@ -19,7 +22,12 @@ from chronos_moe.data.arrow import ArrowSeriesFile, read_arrow, write_arrow
 from chronos_moe.data.errors import DataError
 from chronos_moe.data.mixup import tsmixup
 from chronos_moe.data.report import DataReport, SourceReport
-from chronos_moe.data.source import InMemorySeries, SeriesSource, series_from_dataframe
+from chronos_moe.data.source import (
+    IdentifiedSeries,
+    InMemorySeries,
+    SeriesSource,
+    series_from_dataframe,
+)
 from chronos_moe.data.synthetic import generate_sample_series, kernel_synth
 from chronos_moe.data.validation_windows import ValidationWindows
 from chronos_moe.data.windows import TrainingWindows, Window, WindowId
@@ -29,6 +37,7 @@ __all__ = [
     "ChronosDataset",
     "DataError",
     "DataReport",
+    "IdentifiedSeries",
     "InMemorySeries",
     "SeriesSource",
     "SourceReport",

@@ -119,17 +119,46 @@ class InMemorySeries:
         return f"InMemorySeries(name={self.name!r}, num_series={self.num_series})"
 
 
+class IdentifiedSeries(list):
+    """A list of series that keeps each one's id: `ids[i]` names `self[i]`.
+
+    What `series_from_dataframe` returns; everything that takes a list of
+    series takes it.
+
+    Args:
+        series: the series (1-D arrays).
+        ids: one id per series, in the same order.
+
+    Example:
+
+    >>> import numpy as np
+    >>> series = IdentifiedSeries([np.ones(3), np.zeros(2)], ids=["a", "b"])
+    >>> len(series), series.ids, dict(zip(series.ids, map(len, series)))
+    (2, ['a', 'b'], {'a': 3, 'b': 2})
+    """
+
+    def __init__(self, series: Sequence[np.ndarray], ids: Sequence[Any]) -> None:
+        super().__init__(series)
+        self.ids = list(ids)
+        if len(self.ids) != len(self):
+            raise ValueError(
+                f"`ids` must hold one id per series. Received: {len(self.ids)} ids for "
+                f"{len(self)} series"
+            )
+
+
 def series_from_dataframe(
     frame: Any,
     id_column: str = "id",
     timestamp_column: str | None = "timestamp",
     target_column: str = "target",
-) -> list[np.ndarray]:
+) -> IdentifiedSeries:
     """Splits a long-format DataFrame into one float32 series per id.
 
     Rows are grouped by `id_column` (series in order of first appearance) and
     sorted by `timestamp_column` within each id (stable sort; gaps in time are
-    not filled). pandas is needed only to build the DataFrame: this function
+    not filled). Every row needs an id: a missing one (NaN, None) is a
+    `DataError`. pandas is needed only to build the DataFrame: this function
     reads it through the DataFrame API.
 
     Args:
@@ -140,7 +169,8 @@ def series_from_dataframe(
         target_column: str. The numeric value column. Defaults to `"target"`.
 
     Returns:
-        A list of float32 1-D arrays, one per id.
+        An `IdentifiedSeries`: a list of float32 1-D arrays, one per id, whose
+        `ids` attribute holds the ids (as the id column holds them).
 
     Example:
 
@@ -150,8 +180,9 @@ def series_from_dataframe(
     ...     "timestamp": pd.to_datetime(["2024-01-02", "2024-01-01", "2024-01-01", "2024-01-02"]),
     ...     "target": [2.0, 10.0, 1.0, 20.0],
     ... })
-    >>> [s.tolist() for s in series_from_dataframe(frame)]
-    [[1.0, 2.0], [10.0, 20.0]]
+    >>> series = series_from_dataframe(frame)
+    >>> series.ids, [s.tolist() for s in series]
+    (['b', 'a'], [[1.0, 2.0], [10.0, 20.0]])
     """
     columns = [id_column, target_column] + ([timestamp_column] if timestamp_column else [])
     missing = [c for c in columns if c not in frame.columns]
@@ -171,12 +202,21 @@ def series_from_dataframe(
             path="<DataFrame>",
             field=target_column,
         )
-    series = []
-    for _, group in frame.groupby(id_column, sort=False):
+    missing_ids = frame[id_column].isna().to_numpy()
+    if missing_ids.any():
+        raise DataError(
+            f"{int(missing_ids.sum())} missing series id(s) (NaN or None); every row needs an id",
+            path="<DataFrame>",
+            row=int(np.flatnonzero(missing_ids)[0]),
+            field=id_column,
+        )
+    series, ids = [], []
+    for key, group in frame.groupby(id_column, sort=False):
         if timestamp_column:
             group = group.sort_values(timestamp_column, kind="stable")
+        ids.append(key)
         series.append(group[target_column].to_numpy(dtype=np.float64).astype(np.float32))
-    return series
+    return IdentifiedSeries(series, ids)
 
 
 def is_dataframe(value: Any) -> bool:

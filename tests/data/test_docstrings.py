@@ -15,12 +15,14 @@ MODULES = [
     "dataset",
     "synthetic",
     "mixup",
+    "long_frame",
+    "table_file",
 ]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
-    if name == "source":
+    if name in ("source", "long_frame", "table_file"):
         pytest.importorskip("pandas")  # the DataFrame example builds one
     module = importlib.import_module(f"chronos_moe.data.{name}")
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
