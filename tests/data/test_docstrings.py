@@ -9,6 +9,7 @@ MODULES = [
     "errors",
     "source",
     "arrow",
+    "arrow_writer",
     "report",
     "windows",
     "validation_windows",
