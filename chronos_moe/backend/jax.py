@@ -11,7 +11,8 @@ inside a compiled loop, and the attention kernels.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -21,6 +22,62 @@ from keras import ops
 
 # Keras' `jit_compile` for training: the train step is compiled with XLA.
 JIT_COMPILE = True
+
+# The persistent compilation cache: where compiled programs are kept between
+# processes. A directory, or one of `CACHE_OFF` to turn it off; unset means
+# `$XDG_CACHE_HOME/chronos-moe/jax` (`~/.cache/chronos-moe/jax`).
+CACHE_VARIABLE = "CHRONOS_MOE_JAX_CACHE_DIR"
+CACHE_OFF = ("", "0", "off", "none", "false")
+
+
+def compilation_cache_directory(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Where chronos-moe keeps JAX's compiled programs between processes.
+
+    Args:
+        environ: the environment to read `CHRONOS_MOE_JAX_CACHE_DIR` (and
+            `XDG_CACHE_HOME`) from.
+
+    Returns:
+        The directory, or `None` when the variable turns the cache off.
+
+    Example:
+
+    >>> compilation_cache_directory({"CHRONOS_MOE_JAX_CACHE_DIR": "off"}) is None
+    True
+    >>> compilation_cache_directory({"XDG_CACHE_HOME": "/cache"})
+    '/cache/chronos-moe/jax'
+    """
+    value = environ.get(CACHE_VARIABLE)
+    if value is not None and value.strip().lower() in CACHE_OFF:
+        return None
+    if value is not None:
+        return os.path.abspath(os.path.expanduser(value))
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "chronos-moe", "jax")
+
+
+def use_persistent_compilation_cache() -> str | None:
+    """Points JAX's persistent compilation cache at `compilation_cache_directory()`,
+    so that a second process loads the programs the first compiled (a
+    forecast's decoding loop, a training step) instead of compiling them again.
+
+    Called once, when this module is imported. A cache directory set for JAX
+    itself (`JAX_COMPILATION_CACHE_DIR` or `jax.config`) is left as it is.
+    Programs that compile in under a second are not kept (JAX's threshold,
+    `jax_persistent_cache_min_compile_time_secs`).
+
+    Returns:
+        The cache directory in use, or `None` when the cache is off.
+    """
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir  # set for JAX itself: left alone
+    directory = compilation_cache_directory()
+    if directory is not None:
+        jax.config.update("jax_compilation_cache_dir", directory)
+    return directory
+
+
+use_persistent_compilation_cache()
 
 
 def device_and_version() -> tuple[str, str]:
