@@ -1,0 +1,143 @@
+"""First calls: 20 `predict` calls of random sizes, in a fresh process.
+
+A service forecasts requests of every size. On JAX each new input shape is
+traced and compiled, so chronos-moe pads the batch and the context to a few
+bucket sizes (powers of two) and keeps compiled programs in JAX's persistent
+compilation cache (`CHRONOS_MOE_JAX_CACHE_DIR`), so that a second process
+starts warm. This script measures what a user sees: 20 calls with batch sizes
+drawn from 1–64 and context lengths from 20–512 (the same draws for every
+case), each case in its own process, on a random checkpoint with the shape of
+`amazon/chronos-t5-tiny`.
+
+Cases: torch; JAX with the cache off; JAX with an empty cache (the first
+process ever); JAX with the cache the previous case filled (a second process).
+Reported: the first call, the median of the other 19, the total of the 20, and
+the reference (`chronos.ChronosPipeline`, torch) on the same calls for the
+ratio.
+
+Usage (from the repository root):
+
+    python benchmarks/first_calls.py            # 20 calls, 20 samples
+    python benchmarks/first_calls.py --quick    # 6 calls, 4 samples, smaller sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from predict_latency import build_checkpoint, make_context  # noqa: E402
+
+
+def draws(calls: int, max_batch: int, max_context: int, seed: int = 0) -> list[tuple[int, int]]:
+    """`calls` (batch size, context length) pairs, the same for every case."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [
+        (int(rng.integers(1, max_batch + 1)), int(rng.integers(20, max_context + 1)))
+        for _ in range(calls)
+    ]
+
+
+def measure(args: argparse.Namespace) -> None:
+    """One case, in this process: prints one JSON line of call times."""
+    import numpy as np
+
+    if args.implementation == "reference":
+        import torch
+        from chronos import ChronosPipeline
+
+        pipeline = ChronosPipeline.from_pretrained(args.checkpoint, torch_dtype=torch.float32)
+
+        def predict(context, seed):
+            torch.manual_seed(seed)
+            return pipeline.predict(torch.tensor(context), num_samples=args.num_samples)
+    else:
+        from chronos_moe import ChronosPipeline
+
+        pipeline = ChronosPipeline.from_pretrained(args.checkpoint)
+
+        def predict(context, seed):
+            return pipeline.predict(context, num_samples=args.num_samples, seed=seed)
+
+    times = []
+    for index, (batch, length) in enumerate(json.loads(args.draws)):
+        context = make_context(batch, length, seed=index)
+        start = time.perf_counter()
+        np.asarray(predict(context, index))
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"times": times}))
+
+
+def run_case(args, implementation: str, backend: str, cache: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env["KERAS_BACKEND"] = backend
+    env["CHRONOS_MOE_JAX_CACHE_DIR"] = cache or "off"
+    command = [sys.executable, __file__, "--child", implementation, "--checkpoint"]
+    command += [str(args.checkpoint_dir), "--draws", args.draws_json]
+    command += ["--num-samples", str(args.num_samples)]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(completed.stderr[-3000:])
+    times = json.loads(completed.stdout.strip().splitlines()[-1])["times"]
+    return {
+        "first": times[0],
+        "later": statistics.median(times[1:]),
+        "total": sum(times),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="6 calls, 4 samples, batch <= 8")
+    parser.add_argument("--child", choices=["reference", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--draws", help=argparse.SUPPRESS)
+    parser.add_argument("--num-samples", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.child:
+        args.implementation = args.child
+        measure(args)
+        return
+    calls, max_batch, max_context = (6, 8, 128) if args.quick else (20, 64, 512)
+    args.num_samples = args.num_samples or (4 if args.quick else 20)
+    args.draws_json = json.dumps(draws(calls, max_batch, max_context))
+    with tempfile.TemporaryDirectory() as folder:
+        args.checkpoint_dir = build_checkpoint(Path(folder) / "checkpoint")
+        cache = str(Path(folder) / "jax-cache")
+        cases = [
+            ("reference (torch)", "reference", "torch", None),
+            ("chronos-moe torch", "ours", "torch", None),
+            ("chronos-moe JAX, cache off", "ours", "jax", None),
+            ("chronos-moe JAX, first process (empty cache)", "ours", "jax", cache),
+            ("chronos-moe JAX, second process (warm cache)", "ours", "jax", cache),
+        ]
+        rows = []
+        for label, implementation, backend, case_cache in cases:
+            result = run_case(args, implementation, backend, case_cache)
+            rows.append((label, result))
+            print(f"{label}: {json.dumps(result)}", file=sys.stderr, flush=True)
+    reference = rows[0][1]["total"]
+    print(f"{calls} calls, batch 1-{max_batch}, context 20-{max_context}, ")
+    print(f"{args.num_samples} samples; draws {args.draws_json}\n")
+    print(f"| case | first call | median later call | {calls} calls | reference ÷ case (total) |")
+    print("|---|---:|---:|---:|---:|")
+    for label, result in rows:
+        print(
+            f"| {label} | {result['first']:.2f} s | {result['later']:.2f} s | "
+            f"{result['total']:.1f} s | {reference / result['total']:.2f}× |"
+        )
+
+
+if __name__ == "__main__":
+    main()
