@@ -295,3 +295,27 @@ def test_narrow_experts_need_a_shared_expert():
         build_moe_chronos(
             small_base(scale=1.0), 4, 2, level="token", shared_expert=False, expert_hidden_dim=16
         )
+
+
+# ---- pipeline and routing analysis -------------------------------------------------------
+
+
+def test_pipeline_forecasts_and_routing_analysis(tmp_path):
+    from chronos_moe import ChronosPipeline
+    from chronos_moe.evaluation.routing import analyze_routing, write_routing_report
+
+    base = small_base(scale=1.0)
+    dense_forecast = ChronosPipeline(base).predict([np.arange(40.0)], num_samples=3, seed=0)
+    moe = build_moe_chronos(base, 4, 2, level="token")
+    pipeline = ChronosPipeline(moe)
+    # The upcycled model samples the dense model's forecasts.
+    forecast = pipeline.predict([np.arange(40.0)], num_samples=3, seed=0)
+    np.testing.assert_allclose(forecast, dense_forecast, rtol=1e-6)
+    data = {"ramps": [np.arange(40.0), np.arange(30.0) * 3], "flat": [np.ones(20)]}
+    analysis = analyze_routing(pipeline, data)
+    assert analysis.layer_shares.shape == (3, 2, 4)  # series, encoder expert layers, experts
+    np.testing.assert_allclose(analysis.layer_utilization.sum(axis=1), 1.0, atol=1e-6)
+    assert analysis.expert_indices.shape == (3, 2)
+    report = write_routing_report(analysis, tmp_path).read_text()
+    assert "## Expert layers (token level)" in report
+    assert (tmp_path / "utilization.png").stat().st_size > 0
