@@ -251,7 +251,8 @@ class ChronosMoE(keras.Model):
             moe = self.router.count_params() + self.experts.count_params()
             where = "the router and experts"
         return (
-            f"<ChronosMoE {self.name!r}: {self.level} level, {self.num_experts} experts, "
+            f"<ChronosMoE {self.name!r}: {'token level, ' if self.level == 'token' else ''}"
+            f"{self.num_experts} experts, "
             f"top-{self.top_k} routing ({format_count(moe)} parameters in {where}) on a "
             f"ChronosT5 {self.base.describe()}>"
         )

@@ -235,12 +235,11 @@ class TokenExperts(keras.layers.Layer):
     def dispatch(self, tokens, expert_indices, gates):
         """`Σ_j g_j · FFN_{e_j}(x)` for every token, running only chosen experts.
 
-        The `rows · k` token slots are sorted by expert and laid out in groups
-        padded to a multiple of the tile size `S` (`tile_size`); each tile of
-        `S` slots belongs to one expert, whose weights are gathered once per
-        tile. The layout has at most `rows · k + N · (S − 1)` slots whatever
-        the routing (static shapes for JAX), so the cost grows with `top_k`;
-        every slot is computed (no capacity, no dropped token).
+        The `rows · k` token slots are sorted by expert; the experts then run
+        on their contiguous groups of slots (`sorted_experts`), and the
+        outputs go back to their slots and are mixed by the gates. Every slot
+        is computed (no capacity, no dropped token), and the cost grows with
+        `top_k`, not with `num_experts`.
 
         Args:
             tokens: `(rows, hidden_dim)`.
@@ -252,46 +251,66 @@ class TokenExperts(keras.layers.Layer):
         """
         rows, top_k = ops.shape(expert_indices)
         slots = rows * top_k
+        experts = ops.reshape(expert_indices, (slots,))
+        # No gradient flows through these integer computations.
+        order = ops.cast(ops.argsort(experts), "int32")  # slots sorted by expert
+        counts = ops.sum(ops.one_hot(experts, self.num_experts, dtype="int32"), axis=0)  # (N,)
+        x = ops.take(ops.cast(tokens, self.compute_dtype), order // top_k, axis=0)  # (slots, d)
+        y = self.sorted_experts(x, counts, ops.take(experts, order))
+        inverse = ops.argsort(order)  # slot → its row in the sorted order
+        per_slot = ops.reshape(ops.take(y, inverse, axis=0), (rows, top_k, self.hidden_dim))
+        return ops.sum(per_slot * ops.cast(gates, self.compute_dtype)[..., None], axis=1)
+
+    def sorted_experts(self, x, counts, sorted_experts):
+        """The routed experts on slots sorted by expert: `x` `(slots, d)`,
+        `counts` `(N,)` slots per expert, `sorted_experts` `(slots,)` the
+        expert of each slot; `(slots, d)`.
+
+        Torch (eager, dynamic shapes): one product per expert on its slice
+        (`backend.grouped_matmul`). JAX (static shapes under `jit`): the groups
+        are padded to a multiple of the tile size `S` (`tile_size`) and each
+        tile of `S` slots runs through its expert's weights, gathered once per
+        tile: at most `slots + N · (S − 1)` rows whatever the routing.
+        """
+        *wi, wo = self.expert_weights()
+
+        def ffn(product):
+            hidden = activation(self.feed_forward_proj, product(x, wi[0]))
+            if self.is_gated:
+                hidden = hidden * product(x, wi[1])
+            return product(hidden, wo)
+
+        if backend.grouped_matmul(x[:0], wi[0][:1], counts[:1] * 0) is not None:
+            return ffn(lambda inputs, weights: backend.grouped_matmul(inputs, weights, counts))
+        slots = ops.shape(x)[0]
         size = tile_size(slots, self.num_experts)
         num_tiles = -(-(slots + self.num_experts * (size - 1)) // size)
         capacity = num_tiles * size
-        experts = ops.reshape(expert_indices, (slots,))
-        # The layout: no gradient flows through these integer computations.
-        order = ops.argsort(experts)  # slots sorted by expert
-        sorted_experts = ops.take(experts, order)
-        counts = ops.sum(ops.one_hot(experts, self.num_experts, dtype="int32"), axis=0)  # (N,)
         padded = (counts + size - 1) // size * size
         starts = ops.cumsum(counts) - counts
         padded_ends = ops.cumsum(padded)
-        padded_starts = padded_ends - padded
         rank = ops.arange(slots, dtype="int32") - ops.take(starts, sorted_experts)
-        position = ops.take(padded_starts, sorted_experts) + rank  # (slots,) of sorted slots
-        order = ops.cast(order, "int32")
-        slot_position = ops.scatter(order[:, None], position, (slots,))  # slot → position
-        # Position → slot + 1 (0: padding), then → token (`rows`: a zero row).
-        source = ops.scatter(position[:, None], order + 1, (capacity,)) - 1
-        token_of_position = ops.where(source < 0, rows, source // top_k)
+        position = ops.take(padded_ends - padded, sorted_experts) + rank  # (slots,)
+        # Position → slot + 1 (0: padding, which reads a zero row).
+        source = ops.scatter(
+            position[:, None], ops.arange(1, slots + 1, dtype="int32"), (capacity,)
+        )
+        source = ops.where(source == 0, slots, source - 1)
         tile_starts = ops.arange(num_tiles, dtype="int32") * size
         tile_expert = ops.sum(
             ops.cast(tile_starts[:, None] >= padded_ends[None, :], "int32"), axis=1
         )
         tile_expert = ops.minimum(tile_expert, self.num_experts - 1)  # trailing empty tiles
-        # The products, one expert per tile.
-        dtype = self.compute_dtype
-        padded_tokens = ops.concatenate(
-            [ops.cast(tokens, dtype), ops.zeros((1, self.hidden_dim), dtype)], axis=0
-        )
-        x = ops.take(padded_tokens, token_of_position, axis=0)
-        x = ops.reshape(x, (num_tiles, size, self.hidden_dim))  # (tiles, S, d)
-        *wi, wo = [ops.take(w, tile_expert, axis=0) for w in self.expert_weights()]
+        padded_x = ops.concatenate([x, ops.zeros((1, self.hidden_dim), x.dtype)], axis=0)
+        tiles = ops.reshape(
+            ops.take(padded_x, source, axis=0), (num_tiles, size, self.hidden_dim)
+        )  # (tiles, S, d)
+        *tile_wi, tile_wo = [ops.take(w, tile_expert, axis=0) for w in (*wi, wo)]
+        hidden = activation(self.feed_forward_proj, backend.matmul(tiles, tile_wi[0]))
         if self.is_gated:
-            hidden = activation(self.feed_forward_proj, backend.matmul(x, wi[0]))
-            hidden = hidden * backend.matmul(x, wi[1])  # (tiles, S, f)
-        else:
-            hidden = activation(self.feed_forward_proj, backend.matmul(x, wi[0]))
-        y = ops.reshape(backend.matmul(hidden, wo), (capacity, self.hidden_dim))
-        per_slot = ops.reshape(ops.take(y, slot_position, axis=0), (rows, top_k, self.hidden_dim))
-        return ops.sum(per_slot * ops.cast(gates, dtype)[..., None], axis=1)
+            hidden = hidden * backend.matmul(tiles, tile_wi[1])  # (tiles, S, f)
+        y = ops.reshape(backend.matmul(hidden, tile_wo), (capacity, self.hidden_dim))
+        return ops.take(y, position, axis=0)
 
     def upcycle(self, dense: T5FeedForward) -> None:
         """Starts these experts from the dense feed-forward layer `dense`
@@ -381,6 +400,17 @@ def validate_feed_forward_proj(feed_forward_proj) -> None:
             f"of {', '.join(map(repr, FEED_FORWARD_PROJECTIONS))}. "
             f"Received: feed_forward_proj={feed_forward_proj!r}"
         )
+
+
+def grouped_matmul_reference(x, weights, group_sizes):
+    """The `keras.ops` reference of `backend.grouped_matmul`: each row through
+    the weights of its group (rows sorted by group), `(rows, f)`."""
+    rows = ops.shape(x)[0]
+    ends = ops.cumsum(group_sizes)
+    group = ops.sum(
+        ops.cast(ops.arange(rows, dtype="int32")[:, None] >= ends[None, :], "int32"), axis=1
+    )
+    return ops.einsum("rd,rdf->rf", x, ops.take(weights, group, axis=0))
 
 
 def dense_reference(layer: TokenExperts, tokens, expert_indices, gates):
