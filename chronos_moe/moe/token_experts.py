@@ -273,15 +273,12 @@ class TokenExperts(keras.layers.Layer):
         tile: at most `slots + N · (S − 1)` rows whatever the routing.
         """
         *wi, wo = self.expert_weights()
-
-        def ffn(product):
-            hidden = activation(self.feed_forward_proj, product(x, wi[0]))
+        first = backend.grouped_matmul(x, wi[0], counts)  # None: no such kernel (JAX)
+        if first is not None:
+            hidden = activation(self.feed_forward_proj, first)
             if self.is_gated:
-                hidden = hidden * product(x, wi[1])
-            return product(hidden, wo)
-
-        if backend.grouped_matmul(x[:0], wi[0][:1], counts[:1] * 0) is not None:
-            return ffn(lambda inputs, weights: backend.grouped_matmul(inputs, weights, counts))
+                hidden = hidden * backend.grouped_matmul(x, wi[1], counts)
+            return backend.grouped_matmul(hidden, wo, counts)
         slots = ops.shape(x)[0]
         size = tile_size(slots, self.num_experts)
         num_tiles = -(-(slots + self.num_experts * (size - 1)) // size)
