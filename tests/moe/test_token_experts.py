@@ -39,6 +39,7 @@ def small_base(feed_forward_proj="relu", scale=2.0, seed=0, **overrides):
         "feed_forward_proj": feed_forward_proj,
         "chronos_config": TINY_CHRONOS,
     }
+    keras.utils.set_random_seed(seed)  # the same model whatever the test order
     base = ChronosT5(**{**settings, **overrides})
     rng = np.random.default_rng(seed)
     for variable in base.weights:
@@ -77,8 +78,9 @@ def test_upcycled_model_has_the_dense_logits(feed_forward_proj, shared_expert, t
     assert np.abs(dense).max() > 5  # logits far from zero
     # With a shared expert the routed experts add exactly zero; without one
     # the k copies are mixed by gates summing to 1, equal up to rounding of
-    # the (differently ordered) products, relative to the logits' size.
-    atol = 1e-5 if shared_expert else 1e-5 * np.abs(dense).max()
+    # the (differently ordered) products, which the scaled weights amplify
+    # through the layers: relative to the logits' size.
+    atol = 1e-5 if shared_expert else 1e-4 * np.abs(dense).max()
     np.testing.assert_allclose(logits_of(moe, batch), dense, rtol=0, atol=atol)
     perturb_experts(moe)  # the test can fail: experts that act change the logits
     assert np.abs(logits_of(moe, batch) - dense).max() > 1e-2
