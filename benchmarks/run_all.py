@@ -21,6 +21,8 @@ Steps (RESULTS.md section → command):
 * `moe`: "MoE training step" — `moe_train_step.py` on torch
   (`--models dense,E4k2,E32k2 --warmup 2 --repeats 5`) and on JAX
   (`--warmup 1 --repeats 3`);
+* `token`: "Token-level experts" — `token_moe_step.py` on torch (`--repeats 3`)
+  and on JAX (`--models dense,tokE8k2w256 --repeats 2`);
 * `data`: "Data pipeline throughput" — `data_throughput.py`.
 """
 
@@ -64,6 +66,14 @@ STEPS: dict[str, list[tuple[str, str, list[str]]]] = {
         ),
         ("jax", "moe_train_step.py", ["--backend", "jax", "--warmup", "1", "--repeats", "3"]),
     ],
+    "token": [
+        ("torch", "token_moe_step.py", ["--backend", "torch", "--repeats", "3"]),
+        (
+            "jax",
+            "token_moe_step.py",
+            ["--backend", "jax", "--models", "dense,tokE8k2w256", "--repeats", "2"],
+        ),
+    ],
     "data": [("torch", "data_throughput.py", [])],
 }
 
@@ -72,6 +82,7 @@ QUICK_ARGUMENTS: dict[str, list[str]] = {
     "predict_latency.py": ["--quick"],
     "train_throughput.py": ["--quick"],
     "moe_train_step.py": ["--quick"],
+    "token_moe_step.py": ["--quick"],
     "data_throughput.py": ["--quick"],
     "bf16_accuracy.py": [],  # one fixed size, about a minute
 }

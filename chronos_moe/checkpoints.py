@@ -22,6 +22,7 @@ from chronos_moe.config import ChronosConfig, check_model_family
 from chronos_moe.errors import CheckpointError
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE
+from chronos_moe.moe.token_experts import TokenExperts
 from chronos_moe.safetensors_reader import (  # noqa: F401 (names of this module before)
     MAX_HEADER_BYTES,
     SAFETENSORS_DTYPES,
@@ -54,6 +55,9 @@ MOE_CONFIG_KEYS = (
     "load_balancing_mode",
     "load_balancing_window",
     "bias_update_rate",
+    "level",
+    "moe_every",
+    "shared_expert",
 )
 # What a `chronos_moe_config` written before a key existed meant by its absence
 # (checkpoints of earlier versions load with the router they were trained with).
@@ -231,7 +235,11 @@ def hf_weight_map(model: ChronosT5 | ChronosMoE) -> dict[str, tuple[Any, bool]]:
 
     Dense weights carry transformers' T5 names; a `ChronosMoE` adds its router
     and experts under `moe.` (`moe.router.hidden.kernel`, `moe.experts.head`, …),
-    so the reference `chronos` package still reads the base model."""
+    so the reference `chronos` package still reads the base model. Token-level
+    experts sit under `moe.<stack>.block.<i>.experts.` (`wi`, `wo`, `router`,
+    …); a shared expert keeps the dense `DenseReluDense` names."""
+    if isinstance(model, ChronosMoE) and model.level == "token":
+        return hf_weight_map(model.base)
     if isinstance(model, ChronosMoE):
         mapping = hf_weight_map(model.base)
         router, experts = model.router, model.experts
@@ -282,6 +290,17 @@ def hf_weight_map(model: ChronosT5 | ChronosMoE) -> dict[str, tuple[Any, bool]]:
                 mapping[f"{prefix}.{index}.layer_norm.weight"] = (norm.scale, False)
             index = len(attentions)
             ffn = block.feed_forward
+            if isinstance(ffn, TokenExperts):
+                names = ("wi_0", "wi_1", "wo") if ffn.is_gated else ("wi", "wo")
+                for short in (*names, "router", "expert_load", "selection_bias"):
+                    mapping[f"moe.{stack}.block.{i}.experts.{short}"] = (getattr(ffn, short), False)
+                ffn = ffn.shared
+                if ffn is None:
+                    mapping[f"{prefix}.{index}.layer_norm.weight"] = (
+                        block.feed_forward_norm.scale,
+                        False,
+                    )
+                    continue
             for short in ("wi_0", "wi_1", "wo") if ffn.is_gated else ("wi", "wo"):
                 mapping[f"{prefix}.{index}.DenseReluDense.{short}.weight"] = (
                     getattr(ffn, short).kernel,
@@ -396,7 +415,13 @@ def minimum_parameter_count(kwargs: dict[str, Any], moe_kwargs: dict[str, Any]) 
     count = vocab * d_model + 2 * buckets
     count += encoder_layers * (4 * d_model * inner + feed_forward)
     count += decoder_layers * (8 * d_model * inner + feed_forward)
-    if moe_kwargs:
+    if moe_kwargs and moe_kwargs.get("level") == "token":
+        experts = size(moe_kwargs, "num_experts", 4)
+        every = size(moe_kwargs, "moe_every", 1) or 1
+        expert_hidden = size(moe_kwargs, "expert_hidden_dim") or d_ff
+        blocks = -(-encoder_layers // every) + -(-decoder_layers // every)
+        count += blocks * experts * 2 * d_model * expert_hidden
+    elif moe_kwargs:
         experts = size(moe_kwargs, "num_experts", 4)
         expert_hidden = size(moe_kwargs, "expert_hidden_dim") or d_ff
         hidden = size(moe_kwargs, "router_hidden_dim", 128)

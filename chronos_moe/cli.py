@@ -45,7 +45,11 @@ def _load_config(path: Path, args: argparse.Namespace):
 
 
 # `init-config` kinds -> the bundled sample configs (chronos_moe/configs).
-INIT_CONFIGS = {"dense": "chronos-t5-tiny-sample.yaml", "moe": "chronos-t5-tiny-moe-sample.yaml"}
+INIT_CONFIGS = {
+    "dense": "chronos-t5-tiny-sample.yaml",
+    "moe": "chronos-t5-tiny-moe-sample.yaml",
+    "token-moe": "chronos-t5-tiny-token-moe-sample.yaml",
+}
 
 
 def _check_files(option: str, paths: list[Path] | None) -> None:
@@ -671,12 +675,17 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "init-config",
         "print a sample training config (YAML) to start from",
-        "Prints one of the bundled sample training configs (Chronos-T5 tiny, dense or with "
-        "4 experts) to stdout. Edit `training_data_paths` and `output_dir`; "
+        "Prints one of the bundled sample training configs (Chronos-T5 tiny, dense, with "
+        "4 series-level experts, or with token-level experts) to stdout. Edit "
+        "`training_data_paths` and `output_dir`; "
         "docs/configuration.md explains every key.",
         "chronos-moe init-config moe > my-moe.yaml",
     )
-    init.add_argument("kind", choices=tuple(INIT_CONFIGS), help="dense model or Mixture-of-Experts")
+    init.add_argument(
+        "kind",
+        choices=tuple(INIT_CONFIGS),
+        help="dense model, series- or token-level Mixture-of-Experts",
+    )
     init.set_defaults(handler=_init_config)
     return parser
 

@@ -498,9 +498,17 @@ class ChronosPipeline:
     def route(self, context: Any) -> dict[str, np.ndarray]:
         """The experts a `ChronosMoE` model chooses for each series.
 
+        At the token level every context token is routed in every expert
+        layer; a series' experts are then the `top_k` experts that received
+        most of its tokens' slots (over all encoder expert layers), its gates
+        their shares renormalised, its `router_probs` the mean probabilities
+        of its tokens, and `layer_shares` `(n_series, layers, num_experts)`
+        gives each layer's share of its tokens' slots per expert.
+
         Returns:
             dict of numpy arrays: `expert_indices` `(n_series, top_k)`, `gates`
-            `(n_series, top_k)`, `router_probs` `(n_series, num_experts)`.
+            `(n_series, top_k)`, `router_probs` `(n_series, num_experts)`
+            (token level: and `layer_shares`).
         """
         if not isinstance(self.model, ChronosMoE):
             raise TypeError(
@@ -510,6 +518,8 @@ class ChronosPipeline:
         context = _context(context)
         batch = context.shape[0]
         token_ids, mask, _, _ = self._tokenize(context, batch)
+        if self.model.level == "token":
+            return self._route_tokens(token_ids, mask, batch)
 
         def route(ids, attention_mask):
             routing = self.model.route(self.model.encode(ids, attention_mask), attention_mask)
@@ -518,6 +528,43 @@ class ChronosPipeline:
         function = self._function(("route",), route)
         routing = function(ops.convert_to_tensor(token_ids), ops.convert_to_tensor(mask))
         return {key: ops.convert_to_numpy(value)[:batch] for key, value in routing.items()}
+
+    def _route_tokens(self, token_ids, mask, batch: int) -> dict[str, np.ndarray]:
+        """`route` for token-level experts (see there)."""
+
+        def route(ids, attention_mask):
+            routing = self.model.route_tokens(ids, attention_mask)
+            return (routing["encoder_expert_indices"], routing["encoder_router_probs"])
+
+        function = self._function(("route_tokens",), route)
+        indices, probs = function(ops.convert_to_tensor(token_ids), ops.convert_to_tensor(mask))
+        indices = ops.convert_to_numpy(indices)[:, :batch]
+        probs = ops.convert_to_numpy(probs)[:, :batch].astype(np.float64)
+        return _series_routes(indices, probs, np.asarray(mask)[:batch], self.model.top_k)
+
+
+def _series_routes(indices, probs, mask, top_k: int) -> dict[str, np.ndarray]:
+    """Per-series summaries of token routes: `indices` `(layers, batch, len,
+    k)`, `probs` `(layers, batch, len, N)`, `mask` `(batch, len)` (see
+    `ChronosPipeline.route`)."""
+    num_experts = probs.shape[-1]
+    weights = mask.astype(np.float64)[None, :, :, None]  # (1, batch, len, 1)
+    slots = (indices[..., None] == np.arange(num_experts)).sum(axis=-2) * weights
+    layer_shares = slots.sum(axis=2) / np.maximum(slots.sum(axis=(2, 3))[..., None], 1)
+    layer_shares = layer_shares.transpose(1, 0, 2)  # (batch, layers, N)
+    shares = layer_shares.mean(axis=1)
+    expert_indices = np.argsort(-shares, axis=1, kind="stable")[:, :top_k]
+    chosen = np.take_along_axis(shares, expert_indices, axis=1)
+    gates = chosen / np.maximum(chosen.sum(axis=1, keepdims=True), 1e-12)
+    router_probs = (probs * weights).sum(axis=(0, 2)) / np.maximum(
+        weights.sum(axis=(0, 2)) * probs.shape[0], 1
+    )
+    return {
+        "expert_indices": expert_indices.astype(np.int32),
+        "gates": gates.astype(np.float32),
+        "router_probs": router_probs.astype(np.float32),
+        "layer_shares": layer_shares.astype(np.float32),
+    }
 
 
 def _model_in_dtype(model: ChronosT5 | ChronosMoE, dtype: str) -> ChronosT5 | ChronosMoE:
@@ -528,5 +575,10 @@ def _model_in_dtype(model: ChronosT5 | ChronosMoE, dtype: str) -> ChronosT5 | Ch
     if isinstance(model, ChronosMoE):
         base = dict(config["base"])
         base["config"] = {**base["config"], "dtype": dtype}
+        layers = base["config"].get("feed_forward_layers") or {}
+        base["config"]["feed_forward_layers"] = {
+            name: {**layer, "config": {**layer["config"], "dtype": dtype}}
+            for name, layer in layers.items()
+        } or None
         config["base"] = base
     return type(model).from_config(config)

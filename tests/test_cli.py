@@ -211,12 +211,17 @@ def test_bad_arguments_fail_fast_naming_the_argument(argv, option, message, tmp_
 
 
 def test_init_config_prints_a_config_that_loads(tmp_path, capsys):
-    for kind, use_moe in (("dense", False), ("moe", True)):
+    for kind, use_moe, level in (
+        ("dense", False, "series"),
+        ("moe", True, "series"),
+        ("token-moe", True, "token"),
+    ):
         status, out, _ = run_cli(capsys, "init-config", kind)
         assert status == 0 and out.startswith("# ") and "Chronos-T5 (tiny)" in out
         path = tmp_path / f"{kind}.yaml"
         path.write_text(out)
-        assert TrainingConfig.from_yaml(path).use_moe is use_moe
+        config = TrainingConfig.from_yaml(path)
+        assert (config.use_moe, config.moe_level) == (use_moe, level)
 
 
 def test_warnings_are_one_line_without_source(monkeypatch, capsys):

@@ -14,7 +14,8 @@ imported); this package
   softmax (`matmul`, `softmax`, `rms_norm`), dropout, attention over a whole
   sequence (`attention`, training included) and for one decoding step
   (`decoding_self_attention`, `decoding_cross_attention`), and top-k sampling
-  (`kth_largest`, `sample_top_k_candidates`).
+  (`kth_largest`, `sample_top_k_candidates`), and the token-level experts'
+  per-expert products (`grouped_matmul`).
 
 The `keras.ops` reference of each kernel lives once, beside the layer that
 uses it (`chronos_moe.layers`, `chronos_moe.generation`); the tests hold every
@@ -49,6 +50,7 @@ KERNELS = (
     "dropout",
     "dropout_rate_drawn",
     "global_rng_state",
+    "grouped_matmul",
     "kth_largest",
     "matmul",
     "rms_norm",
@@ -71,6 +73,7 @@ decoding_self_attention = _active.decoding_self_attention
 dropout = _active.dropout
 dropout_rate_drawn = _active.dropout_rate_drawn
 global_rng_state = _active.global_rng_state
+grouped_matmul = _active.grouped_matmul
 kth_largest = _active.kth_largest
 matmul = _active.matmul
 rms_norm = _active.rms_norm

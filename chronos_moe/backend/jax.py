@@ -224,6 +224,13 @@ def softmax(scores: Any) -> Any:
     return ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), dtype)
 
 
+def grouped_matmul(*args: Any) -> None:
+    """No kernel of its own: under `jit` the shapes are static, and the tiled
+    `keras.ops` dispatch of `moe.token_experts.TokenExperts` runs instead
+    (`jax.lax.ragged_dot` is far slower on CPU)."""
+    return None
+
+
 def rms_norm(inputs: Any, scale: Any, epsilon: float) -> None:
     """No kernel of its own: XLA fuses the `keras.ops` formula
     (`layers.layer_norm.rms_norm`), which runs instead."""

@@ -172,6 +172,20 @@ def matmul(a: Any, b: Any) -> Any:
     return keras.ops.matmul(a, b)
 
 
+def grouped_matmul(x: Any, weights: Any, group_sizes: Any) -> Any:
+    """``x[rows of group e] @ weights[e]`` for rows sorted by group: ``x``
+    ``(rows, d)``, ``weights`` ``(groups, d, f)``, ``group_sizes`` int
+    ``(groups,)`` summing to ``rows``; ``(rows, f)``. One product per group on
+    a slice of ``x`` (the sizes read once on the host, eager torch has dynamic
+    shapes): no weight copy per row or tile, no padding. The token-level
+    experts' dispatch (`moe.token_experts`) runs on it; its `keras.ops`
+    reference is `grouped_matmul_reference` there."""
+    x, weights = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(weights)
+    sizes = keras.ops.convert_to_tensor(group_sizes).tolist()
+    parts = [matmul(part, weights[e]) for e, part in enumerate(torch.split(x, sizes))]
+    return torch.cat(parts)
+
+
 def softmax(scores: Any) -> Any:
     """Softmax over the last axis, accumulated in float32, in the dtype of
     ``scores``: `torch.softmax` on a bfloat16/float16 tensor already

@@ -107,6 +107,10 @@ class RoutingAnalysis:
             an unused expert.
         dataset_counts: int array `(n_datasets, num_experts)`: series of each
             dataset routed to each expert.
+        layer_shares: float array `(n_series, layers, num_experts)` or None:
+            token-level experts only, each expert layer's share of the series'
+            token slots per expert (a series' "route" is then its `top_k` most
+            used experts, see `ChronosPipeline.route`).
     """
 
     dataset_names: list[str]
@@ -122,6 +126,14 @@ class RoutingAnalysis:
     features: dict[str, np.ndarray]
     expert_features: dict[str, np.ndarray]
     dataset_counts: np.ndarray
+    layer_shares: np.ndarray | None = None
+
+    @property
+    def layer_utilization(self) -> np.ndarray | None:
+        """float array `(layers, num_experts)`: each token-level expert layer's
+        share of all token slots per expert (mean over series); None at the
+        series level."""
+        return None if self.layer_shares is None else self.layer_shares.mean(axis=0)
 
     @property
     def num_experts(self) -> int:
@@ -217,6 +229,11 @@ def analyze_routing(moe_pipeline: Any, data: Any, batch_size: int = 256) -> Rout
     expert_indices = np.concatenate([r["expert_indices"] for r in routes]).astype(np.int64)
     gates = np.concatenate([r["gates"] for r in routes]).astype(np.float64)
     probs = np.concatenate([r["router_probs"] for r in routes]).astype(np.float64)
+    layer_shares = (
+        np.concatenate([r["layer_shares"] for r in routes]).astype(np.float64)
+        if "layer_shares" in routes[0]
+        else None
+    )
     num_experts = probs.shape[1]
     dataset = np.asarray(dataset)
 
@@ -257,6 +274,7 @@ def analyze_routing(moe_pipeline: Any, data: Any, batch_size: int = 256) -> Rout
         features=features,
         expert_features=expert_features,
         dataset_counts=dataset_counts,
+        layer_shares=layer_shares,
     )
 
 
@@ -376,6 +394,21 @@ def write_routing_report(
         size = int(np.sum(analysis.dataset == d))
         cells = [f"{c / size:.1%}" for c in analysis.dataset_counts[d]]
         lines.append(f"| {name} | {size} | " + " | ".join(cells) + " |")
+    if analysis.layer_utilization is not None:
+        lines += [
+            "",
+            "## Expert layers (token level)",
+            "",
+            "Share of the context tokens' routing slots that each encoder expert layer gave "
+            "to each expert (an even split is 1 / num_experts). The tables above describe "
+            "each series by the experts most of its tokens used.",
+            "",
+            "| layer | " + " | ".join(f"expert {e}" for e in experts) + " |",
+            "|---" * (1 + num_experts) + "|",
+        ]
+        for layer, shares_of_layer in enumerate(analysis.layer_utilization):
+            cells = [f"{share:.1%}" for share in shares_of_layer]
+            lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Gates",
@@ -457,5 +490,8 @@ def run_analyze_experts(
     )
     for e in range(analysis.num_experts):
         print(f"  expert {e}: {analysis.utilization[e]:.1%} of the slots")
+    if analysis.layer_utilization is not None:
+        for layer, shares in enumerate(analysis.layer_utilization):
+            print(f"  layer {layer}: " + " ".join(f"{share:.0%}" for share in shares))
     print(f"Wrote {report}")
     return report

@@ -25,6 +25,10 @@ class T5Block(keras.layers.Layer):
         layer_norm_epsilon: float. Epsilon of the layer norms.
         initializer_factor: float. Scales the initial standard deviations.
         hidden_dim: int. Size of the hidden states (`d_model`). Required.
+        feed_forward: optional `keras.Layer` used as the feed-forward sub-layer
+            (`call(hidden_states, training)` → same shape) in place of the
+            `T5FeedForward` built from the arguments above, e.g. the token-level
+            experts of `chronos_moe.moe.token_experts`. Defaults to `None`.
 
     `call` runs whole sequences; `decode_step` one new position per row of a
     decoder block, with caches (see `T5Attention.decode_step`).
@@ -59,6 +63,7 @@ class T5Block(keras.layers.Layer):
         layer_norm_epsilon: float = 1e-6,
         initializer_factor: float = 1.0,
         hidden_dim: int | None = None,
+        feed_forward: keras.Layer | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -92,7 +97,8 @@ class T5Block(keras.layers.Layer):
             self.cross_attention_norm = norm("cross_attention_norm")
             self.cross_attention = attention("cross_attention")
         self.feed_forward_norm = norm("feed_forward_norm")
-        self.feed_forward = T5FeedForward(
+        self.custom_feed_forward = feed_forward is not None
+        self.feed_forward = feed_forward or T5FeedForward(
             intermediate_dim,
             feed_forward_proj,
             dropout_rate=dropout_rate,
@@ -185,8 +191,11 @@ class T5Block(keras.layers.Layer):
         return hidden_states + transformed, self_attention_cache
 
     def get_config(self):
+        config = super().get_config()
+        if self.custom_feed_forward:
+            config["feed_forward"] = keras.saving.serialize_keras_object(self.feed_forward)
         return {
-            **super().get_config(),
+            **config,
             "num_heads": self.num_heads,
             "key_value_dim": self.key_value_dim,
             "intermediate_dim": self.intermediate_dim,
@@ -197,3 +206,10 @@ class T5Block(keras.layers.Layer):
             "initializer_factor": self.initializer_factor,
             "hidden_dim": self.hidden_dim,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("feed_forward") is not None:
+            config["feed_forward"] = keras.saving.deserialize_keras_object(config["feed_forward"])
+        return cls(**config)

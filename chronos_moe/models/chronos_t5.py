@@ -93,6 +93,11 @@ class ChronosT5(keras.Model):
         chronos_config: dict. The checkpoint's `chronos_config` block
             (tokenizer and forecasting defaults). Defaults to
             `ChronosConfig()` with `n_tokens = vocab_size`.
+        feed_forward_layers: dict. Block name (`"encoder_block_0"`,
+            `"decoder_block_1"`, …) → the layer to use as that block's
+            feed-forward (see `T5Block`); the token-level experts of
+            `build_moe_chronos(level="token")` sit here. Defaults to `None`
+            (every block has its `T5FeedForward`).
 
     Call arguments:
         inputs: dict with `input_ids` `(batch, enc_len)`, `attention_mask`
@@ -135,6 +140,7 @@ class ChronosT5(keras.Model):
         eos_token_id: int = 1,
         initializer_factor: float = 1.0,
         chronos_config: dict[str, Any] | None = None,
+        feed_forward_layers: dict[str, keras.Layer] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -172,6 +178,17 @@ class ChronosT5(keras.Model):
         self.eos_token_id = eos_token_id
         self.initializer_factor = initializer_factor
         self.chronos_config = chronos
+        feed_forward_layers = dict(feed_forward_layers or {})
+        block_names = [f"encoder_block_{i}" for i in range(num_layers)] + [
+            f"decoder_block_{i}" for i in range(num_decoder_layers)
+        ]
+        unknown = sorted(set(feed_forward_layers) - set(block_names))
+        if unknown:
+            raise ValueError(
+                f"`feed_forward_layers` names blocks this model does not have. "
+                f"Received: {unknown} (blocks: encoder_block_0…, decoder_block_0…)"
+            )
+        self.feed_forward_layers = feed_forward_layers
 
         factor = initializer_factor
         # HF `_init_weights`: shared embedding ~ N(0, factor²); relative bias
@@ -196,6 +213,7 @@ class ChronosT5(keras.Model):
                     layer_norm_epsilon=layer_norm_epsilon,
                     initializer_factor=factor,
                     hidden_dim=d_model,
+                    feed_forward=feed_forward_layers.get(f"{prefix}_block_{i}"),
                     dtype=self.dtype_policy,
                     name=f"{prefix}_block_{i}",
                 )
@@ -495,4 +513,18 @@ class ChronosT5(keras.Model):
             "eos_token_id": self.eos_token_id,
             "initializer_factor": self.initializer_factor,
             "chronos_config": self.chronos_config.to_dict(),
+            "feed_forward_layers": {
+                name: keras.saving.serialize_keras_object(layer)
+                for name, layer in self.feed_forward_layers.items()
+            }
+            or None,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        layers = config.get("feed_forward_layers") or {}
+        config["feed_forward_layers"] = {
+            name: keras.saving.deserialize_keras_object(layer) for name, layer in layers.items()
+        } or None
+        return cls(**config)

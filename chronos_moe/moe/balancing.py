@@ -41,9 +41,10 @@ def validate_balancing(mode, window, rate) -> None:
         )
 
 
-def slot_shares(expert_indices, num_experts: int):
-    """Each expert's share of the routing slots (series × top-k) of a batch,
-    `(num_experts,)` float32 summing to 1.
+def slot_shares(expert_indices, num_experts: int, mask=None):
+    """Each expert's share of the routing slots (series or tokens × top-k) of a
+    batch, `(num_experts,)` float32 summing to 1. `mask` `(batch,)`, optional:
+    rows where it is false (padded tokens) are not counted.
 
     Example:
 
@@ -52,6 +53,8 @@ def slot_shares(expert_indices, num_experts: int):
     [0.5, 0.25, 0.25, 0.0]
     """
     slots = ops.sum(ops.one_hot(expert_indices, num_experts, dtype="float32"), axis=1)  # (batch, N)
+    if mask is not None:
+        slots = slots * ops.cast(mask, "float32")[:, None]
     return ops.sum(slots, axis=0) / ops.maximum(ops.sum(slots), 1.0)
 
 
@@ -89,7 +92,32 @@ def selection_bias_update(bias, load, rate: float):
     return ops.cast(bias, "float32") + rate * step
 
 
-def load_balancing_loss(router_probs, expert_indices, num_experts: int, expert_load=None):
+def update_balance_state(expert_load, selection_bias, shares, window: int, mode: str, rate: float):
+    """Folds one training step's slot `shares` into a router's balancing state:
+    `expert_load` (the windowed shares) and, when `mode` uses the bias,
+    `selection_bias`. The one update every router (series or token level) runs.
+
+    The bias takes this step's shares, as DeepSeek-V3: it is itself a running
+    sum, and a lagged (averaged) load would make it overshoot.
+    """
+    expert_load.assign(windowed_load(expert_load, shares, window))
+    if "bias" in mode:
+        selection_bias.assign(selection_bias_update(selection_bias, shares, rate))
+
+
+def masked_mean_rows(values, mask=None):
+    """Mean of `values` `(rows, ...)` over the rows where `mask` `(rows,)` is
+    true (all rows when `mask` is None), in float32."""
+    values = ops.cast(values, "float32")
+    if mask is None:
+        return ops.mean(values, axis=0)
+    weights = ops.reshape(ops.cast(mask, "float32"), (-1,) + (1,) * (len(values.shape) - 1))
+    return ops.sum(values * weights, axis=0) / ops.maximum(ops.sum(weights), 1.0)
+
+
+def load_balancing_loss(
+    router_probs, expert_indices, num_experts: int, expert_load=None, mask=None
+):
     """Switch-Transformer balance loss `N · Σ_i f_i · P_i`.
 
     `f_i` is the share of routing slots (series × top-k) given to expert `i`,
@@ -106,6 +134,8 @@ def load_balancing_loss(router_probs, expert_indices, num_experts: int, expert_l
         expert_load: `(num_experts,)` or None. The shares `f` averaged over a
             window of steps (`ContextRouter.expert_load`), used in place of this
             batch's shares so that the loss does not hinge on one micro-batch.
+        mask: `(batch,)` or None. Rows to count (token level: the tokens that
+            are not padding); `f` and `P` are taken over these rows only.
 
     Example:
 
@@ -114,20 +144,20 @@ def load_balancing_loss(router_probs, expert_indices, num_experts: int, expert_l
     >>> float(load_balancing_loss(probs, np.array([[0], [1], [0], [1]]), 2))
     1.0
     """
-    probs = ops.cast(router_probs, "float32")
     if expert_load is None:
-        fraction = slot_shares(expert_indices, num_experts)  # (N,)
+        fraction = slot_shares(expert_indices, num_experts, mask)  # (N,)
     else:
         fraction = ops.cast(expert_load, "float32")
-    mean_prob = ops.mean(probs, axis=0)  # (N,)
+    mean_prob = masked_mean_rows(router_probs, mask)  # (N,)
     return num_experts * ops.sum(ops.stop_gradient(fraction) * mean_prob)
 
 
-def router_z_loss(router_logits):
-    """ST-MoE router z-loss: mean of `logsumexp(logits)²`, keeps router logits
-    small. Computed in float32 (logsumexp is stable for logits of ±1e4)."""
+def router_z_loss(router_logits, mask=None):
+    """ST-MoE router z-loss: mean of `logsumexp(logits)²` (over the rows where
+    `mask` is true), keeps router logits small. Computed in float32 (logsumexp
+    is stable for logits of ±1e4)."""
     logits = ops.cast(router_logits, "float32")
-    return ops.mean(ops.square(ops.logsumexp(logits, axis=-1)))
+    return masked_mean_rows(ops.square(ops.logsumexp(logits, axis=-1)), mask)
 
 
 @register
@@ -146,6 +176,8 @@ class LoadBalancingRegularizer(keras.layers.Layer):
         router_logits: `(batch, num_experts)`.
         expert_load: `(num_experts,)` or None. Windowed expert shares for the
             balance loss (see `load_balancing_loss`); None: this batch's.
+        padding_mask: `(batch,)` or None. The rows to count (padded tokens
+            excluded).
 
     Returns:
         dict with `lb_loss`, `z_loss` (unweighted, float32 scalars) and
@@ -177,9 +209,13 @@ class LoadBalancingRegularizer(keras.layers.Layer):
         self.weight = weight
         self.z_loss_weight = z_loss_weight
 
-    def call(self, router_probs, expert_indices, router_logits, expert_load=None):
-        balance = load_balancing_loss(router_probs, expert_indices, self.num_experts, expert_load)
-        z_loss = router_z_loss(router_logits)
+    def call(
+        self, router_probs, expert_indices, router_logits, expert_load=None, padding_mask=None
+    ):
+        balance = load_balancing_loss(
+            router_probs, expert_indices, self.num_experts, expert_load, padding_mask
+        )
+        z_loss = router_z_loss(router_logits, padding_mask)
         return {
             "lb_loss": balance,
             "z_loss": z_loss,

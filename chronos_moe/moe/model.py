@@ -1,4 +1,6 @@
-"""ChronosMoE: a Chronos T5 whose output head is a routed mixture of experts."""
+"""ChronosMoE: a Chronos T5 with a routed mixture of experts, either per series
+in place of the output head (`level="series"`) or per token in place of the
+feed-forward layers of the T5 blocks (`level="token"`)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,18 @@ from chronos_moe.models.chronos_t5 import (
 from chronos_moe.moe.balancing import LoadBalancingRegularizer, validate_balancing
 from chronos_moe.moe.experts import MoEExpertHead
 from chronos_moe.moe.router import ContextRouter, validate_routing
+from chronos_moe.moe.token_experts import (
+    TokenExperts,
+    recording_routes,
+    validate_feed_forward_proj,
+)
+from chronos_moe.validation import positive_int
+
+# Where the experts sit: one route per series (a head after the decoder) or
+# one route per token (the feed-forward layers of the T5 blocks).
+MOE_LEVELS = ("series", "token")
+# The per-layer routing `ChronosMoE.call` returns at the token level, per stack.
+TOKEN_ROUTING_KEYS = ("expert_indices", "gates", "router_probs", "router_logits")
 
 
 @register
@@ -33,8 +47,14 @@ class ExpertUtilization(keras.metrics.Metric):
         self.num_experts = num_experts
         self.counts = self.add_variable(shape=(num_experts,), initializer="zeros", name="counts")
 
-    def update_state(self, expert_indices):
-        slots = ops.one_hot(ops.reshape(expert_indices, (-1,)), self.num_experts, dtype="float32")
+    def update_state(self, expert_indices, mask=None):
+        """Counts the slots of `expert_indices` `(..., k)`; `mask` `(...)`,
+        optional: the rows to count (padded tokens are not)."""
+        top_k = ops.shape(expert_indices)[-1]
+        indices = ops.reshape(expert_indices, (-1, top_k))
+        slots = ops.sum(ops.one_hot(indices, self.num_experts, dtype="float32"), axis=1)
+        if mask is not None:
+            slots = slots * ops.cast(ops.reshape(mask, (-1,)), "float32")[:, None]
         self.counts.assign(self.counts + ops.sum(slots, axis=0))
 
     def result(self):
@@ -50,8 +70,16 @@ class ExpertUtilization(keras.metrics.Metric):
 
 @register
 class ChronosMoE(keras.Model):
-    """Chronos T5 with a `ContextRouter` and a `MoEExpertHead` in place of the
-    output head. Build it with `build_moe_chronos`.
+    """Chronos T5 with a routed mixture of experts. Build it with
+    `build_moe_chronos`.
+
+    `level="series"`: a `ContextRouter` and a `MoEExpertHead` in place of the
+    output head, one route per series. `level="token"`: `TokenExperts` in
+    place of the feed-forward layer of every `moe_every`-th encoder and decoder
+    block (blocks 0, `moe_every`, …), one route per token, with an optional
+    shared expert; a dense `base` is upcycled into a copy holding them
+    (`TokenExperts.upcycle`), and `lb_loss`, `z_loss` and the `expert_i`
+    shares are the means over those layers, padded tokens excluded.
 
     The encoder and decoder are the base model's (shared, not copied). The
     router reads the encoder output once per series; the experts turn decoder
@@ -77,6 +105,10 @@ class ChronosMoE(keras.Model):
         load_balancing_mode: str. `"loss"`, `"bias"` or `"loss_and_bias"`.
         load_balancing_window: int. Steps the expert loads are averaged over.
         bias_update_rate: float. `γ` of the selection-bias update.
+        level: str. `"series"` or `"token"`. Defaults to `"series"`.
+        moe_every: int. Token level: experts in every `moe_every`-th block.
+        shared_expert: bool. Token level: keep the dense feed-forward as an
+            always-on shared expert.
 
     Call arguments:
         inputs: dict with `input_ids`, `attention_mask` and
@@ -84,7 +116,10 @@ class ChronosMoE(keras.Model):
 
     Returns:
         dict: `logits` `(batch, dec_len, vocab)` and the router outputs
-        (`expert_indices`, `gates`, `router_probs`, `router_logits`).
+        (`expert_indices`, `gates`, `router_probs`, `router_logits`); at the
+        token level the same four per stack and layer, named
+        `encoder_expert_indices` `(layers, batch, enc_len, k)`, …,
+        `decoder_router_logits` `(layers, batch, dec_len, N)`.
     """
 
     def __init__(
@@ -102,20 +137,40 @@ class ChronosMoE(keras.Model):
         load_balancing_mode: str = "loss_and_bias",
         load_balancing_window: int = 10,
         bias_update_rate: float = 1e-2,
+        level: str = "series",
+        moe_every: int = 1,
+        shared_expert: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(base, ChronosT5):
-            raise TypeError(
-                f"`base` must be a ChronosT5 model. Received: base of type {type(base).__name__}"
-            )
-        validate_routing(num_experts, top_k)
-        validate_balancing(load_balancing_mode, load_balancing_window, bias_update_rate)
-        require_non_negative(
+        validate_moe_arguments(
+            base,
+            num_experts,
+            top_k,
+            load_balancing_mode,
+            load_balancing_window,
+            bias_update_rate,
+            level,
+            moe_every,
             load_balancing_weight=load_balancing_weight,
             router_z_loss_weight=router_z_loss_weight,
             router_jitter_noise=router_jitter_noise,
         )
+        self.level = level
+        self.moe_every = int(moe_every)
+        self.shared_expert = bool(shared_expert)
+        if level == "token" and not token_expert_layers(base):
+            base = with_token_experts(
+                base,
+                num_experts,
+                top_k,
+                expert_hidden_dim=expert_hidden_dim or base.d_ff,
+                shared_expert=shared_expert,
+                moe_every=moe_every,
+                balance_mode=load_balancing_mode,
+                balance_window=load_balancing_window,
+                bias_update_rate=bias_update_rate,
+            )
         self.base = base
         self.num_experts = int(num_experts)
         self.top_k = int(top_k)
@@ -129,6 +184,34 @@ class ChronosMoE(keras.Model):
         self.load_balancing_mode = load_balancing_mode
         self.load_balancing_window = int(load_balancing_window)
         self.bias_update_rate = float(bias_update_rate)
+        # In the "bias" mode the balance loss is logged, not trained on.
+        loss_weight = load_balancing_weight if "loss" in load_balancing_mode else 0.0
+        self.regularizer = LoadBalancingRegularizer(
+            num_experts, loss_weight, router_z_loss_weight, name="regularizer"
+        )
+        self.ce_tracker = keras.metrics.Mean(name="ce_loss")
+        self.lb_tracker = keras.metrics.Mean(name="lb_loss")
+        self.z_tracker = keras.metrics.Mean(name="z_loss") if router_z_loss_weight > 0 else None
+        self.utilization = ExpertUtilization(num_experts)
+        self.router = self.experts = None
+        self.token_layers = token_expert_layers(base)
+        if level == "token":
+            if freeze_base:
+                for block in base.encoder_blocks + base.decoder_blocks:
+                    for layer in sublayers_except_experts(block):
+                        layer.trainable = False
+                for layer in (
+                    base.shared,
+                    base.encoder_position_bias,
+                    base.decoder_position_bias,
+                    base.encoder_final_norm,
+                    base.decoder_final_norm,
+                    base.lm_head,
+                ):
+                    if layer is not None:
+                        layer.trainable = False
+            self.built = True
+            return
         self.router = ContextRouter(
             num_experts,
             top_k,
@@ -148,15 +231,6 @@ class ChronosMoE(keras.Model):
             dtype=base.dtype_policy,
             name="experts",
         )
-        # In the "bias" mode the balance loss is logged, not trained on.
-        loss_weight = load_balancing_weight if "loss" in load_balancing_mode else 0.0
-        self.regularizer = LoadBalancingRegularizer(
-            num_experts, loss_weight, router_z_loss_weight, name="regularizer"
-        )
-        self.ce_tracker = keras.metrics.Mean(name="ce_loss")
-        self.lb_tracker = keras.metrics.Mean(name="lb_loss")
-        self.z_tracker = keras.metrics.Mean(name="z_loss") if router_z_loss_weight > 0 else None
-        self.utilization = ExpertUtilization(num_experts)
         if freeze_base:
             base.trainable = False
         self.build()
@@ -170,11 +244,17 @@ class ChronosMoE(keras.Model):
         self.built = True
 
     def __repr__(self) -> str:
-        moe = self.router.count_params() + self.experts.count_params()
+        if self.level == "token":
+            moe = sum(layer.count_params() for layer in self.token_layers)
+            where = f"{len(self.token_layers)} feed-forward layers"
+        else:
+            moe = self.router.count_params() + self.experts.count_params()
+            where = "the router and experts"
         return (
-            f"<ChronosMoE {self.name!r}: {self.num_experts} experts, top-{self.top_k} routing "
-            f"({format_count(moe)} parameters in the router and experts) on a ChronosT5 "
-            f"{self.base.describe()}>"
+            f"<ChronosMoE {self.name!r}: {'token level, ' if self.level == 'token' else ''}"
+            f"{self.num_experts} experts, "
+            f"top-{self.top_k} routing ({format_count(moe)} parameters in {where}) on a "
+            f"ChronosT5 {self.base.describe()}>"
         )
 
     # The generation interface of ChronosT5, delegated to the shared base.
@@ -212,7 +292,10 @@ class ChronosMoE(keras.Model):
 
     def logits_function(self, encoder_states, attention_mask):
         """Routes the series and gathers their experts' weights once; returns the
-        map hidden states → mixed logits, called at every decoding step."""
+        map hidden states → mixed logits, called at every decoding step. (Token
+        level: the base head; each decoding step routes its own tokens.)"""
+        if self.level == "token":
+            return self.base.compute_logits
         routing = self.router(encoder_states, attention_mask)
         gathered = self.experts.gather(routing["expert_indices"], routing["gates"])
         return lambda hidden: self.experts.apply(hidden, gathered)
@@ -221,6 +304,36 @@ class ChronosMoE(keras.Model):
         """The router's outputs for these encoder states (see `ContextRouter`)."""
         return self.router(encoder_states, attention_mask, training=training)
 
+    def route_tokens(self, input_ids, attention_mask, decoder_input_ids=None):
+        """Token level: the routing of every token of the context (and of
+        `decoder_input_ids`, when given) through every expert layer.
+
+        Returns:
+            dict: `encoder_<key>` (and `decoder_<key>`) for `key` in
+            `expert_indices`, `gates`, `router_probs`, `router_logits`,
+            stacked over layers: `(layers, batch, len, k or N)`.
+        """
+        with recording_routes() as records:
+            states = self.base.encode(input_ids, attention_mask)
+            if decoder_input_ids is not None:
+                self.base.decode(decoder_input_ids, states, attention_mask)
+        return stack_routes(records, len(self.encoder_token_layers))
+
+    @property
+    def encoder_token_layers(self) -> list:
+        """The `TokenExperts` of the encoder blocks (token level)."""
+        return [
+            b.feed_forward for b in self.base.encoder_blocks if b.feed_forward in self.token_layers
+        ]
+
+    def token_masks(self, inputs, encoder_length, decoder_length):
+        """The tokens the balance statistics count: the attended context
+        positions, and the decoder positions whose label is not ignored."""
+        decoder_mask = ops.ones((ops.shape(inputs["attention_mask"])[0], decoder_length), "bool")
+        if inputs.get("labels") is not None:
+            decoder_mask = ops.convert_to_tensor(inputs["labels"], "int32") != -100
+        return ops.cast(inputs["attention_mask"], "bool"), decoder_mask
+
     def call(self, inputs, training=False):
         decoder_input_ids = inputs.get("decoder_input_ids")
         if decoder_input_ids is None:
@@ -228,6 +341,19 @@ class ChronosMoE(keras.Model):
                 inputs["labels"], self.base.decoder_start_token_id, self.base.pad_token_id
             )
         mask = inputs["attention_mask"]
+        if self.level == "token":
+            with recording_routes() as records:
+                encoder_states = self.base.encode(inputs["input_ids"], mask, training)
+                hidden = self.base.decode(decoder_input_ids, encoder_states, mask, training)
+            routing = stack_routes(records, len(self.encoder_token_layers))
+            if training:
+                masks = self.token_masks(
+                    inputs, ops.shape(inputs["input_ids"])[1], ops.shape(decoder_input_ids)[1]
+                )
+                for record, index in zip(records, range(len(records)), strict=True):
+                    stack_mask = masks[0] if index < len(self.encoder_token_layers) else masks[1]
+                    record["layer"].update_balance(record["expert_indices"], stack_mask)
+            return {"logits": self.base.compute_logits(hidden), **routing}
         encoder_states = self.base.encode(inputs["input_ids"], mask, training)
         routing = self.router(encoder_states, mask, training=training)
         hidden = self.base.decode(decoder_input_ids, encoder_states, mask, training)
@@ -239,6 +365,8 @@ class ChronosMoE(keras.Model):
         `z_loss` and utilisation trackers."""
         labels = y if y is not None else x["labels"]
         ce = masked_cross_entropy(labels, y_pred["logits"])
+        if self.level == "token":
+            return ce + self.token_regularization(x, labels, y_pred, training)
         # Training: the shares averaged over the router's window (this step
         # included, `call` has just updated them); evaluation: this batch's.
         regularization = self.regularizer(
@@ -254,9 +382,47 @@ class ChronosMoE(keras.Model):
         self.utilization.update_state(y_pred["expert_indices"])
         return ce + regularization["loss"]
 
+    def token_regularization(self, x, labels, y_pred, training):
+        """Token level: the balance and z-losses of every expert layer (padded
+        tokens excluded), averaged over the layers; updates the trackers."""
+        encoder_mask = ops.cast(x["attention_mask"], "bool")
+        decoder_mask = ops.convert_to_tensor(labels, "int32") != -100
+        encoder_layers = self.encoder_token_layers
+        totals = {"lb_loss": 0.0, "z_loss": 0.0, "loss": 0.0}
+        for stack, mask in (("encoder", encoder_mask), ("decoder", decoder_mask)):
+            layers = (
+                encoder_layers if stack == "encoder" else self.token_layers[len(encoder_layers) :]
+            )
+            flat_mask = ops.reshape(mask, (-1,))
+            for index, layer in enumerate(layers):
+
+                def flat(key, index=index, stack=stack):
+                    value = y_pred[f"{stack}_{key}"][index]
+                    return ops.reshape(value, (-1, ops.shape(value)[-1]))
+
+                regularization = self.regularizer(
+                    flat("router_probs"),
+                    flat("expert_indices"),
+                    flat("router_logits"),
+                    ops.convert_to_tensor(layer.expert_load) if training else None,
+                    padding_mask=flat_mask,
+                )
+                for key in totals:
+                    totals[key] = totals[key] + regularization[key]
+                self.utilization.update_state(flat("expert_indices"), flat_mask)
+        count = float(len(self.token_layers))
+        self.ce_tracker.update_state(masked_cross_entropy(labels, y_pred["logits"]))
+        self.lb_tracker.update_state(totals["lb_loss"] / count)
+        if self.z_tracker is not None:
+            self.z_tracker.update_state(totals["z_loss"] / count)
+        return totals["loss"] / count
+
     def get_config(self):
         return {
             **super().get_config(),
+            "level": self.level,
+            "moe_every": self.moe_every,
+            "shared_expert": self.shared_expert,
             "base": keras.saving.serialize_keras_object(self.base),
             "num_experts": self.num_experts,
             "top_k": self.top_k,
@@ -277,6 +443,138 @@ class ChronosMoE(keras.Model):
         config = dict(config)
         config["base"] = keras.saving.deserialize_keras_object(config["base"])
         return cls(**config)
+
+
+def validate_moe_arguments(
+    base,
+    num_experts,
+    top_k,
+    load_balancing_mode,
+    load_balancing_window,
+    bias_update_rate,
+    level="series",
+    moe_every=1,
+    **non_negative: float,
+) -> None:
+    """Every named error of `build_moe_chronos`, raised before any model is built."""
+    if not isinstance(base, ChronosT5):
+        raise TypeError(
+            f"`base` must be a ChronosT5 model. Received: base of type {type(base).__name__}"
+        )
+    validate_routing(num_experts, top_k)
+    validate_balancing(load_balancing_mode, load_balancing_window, bias_update_rate)
+    require_non_negative(**non_negative)
+    if level not in MOE_LEVELS:
+        raise ValueError(
+            f"`level` must be one of {', '.join(map(repr, MOE_LEVELS))}. Received: level={level!r}"
+        )
+    positive_int("moe_every", moe_every)
+    if level == "token":
+        validate_feed_forward_proj(base.feed_forward_proj)
+
+
+def token_expert_layers(base: ChronosT5) -> list[TokenExperts]:
+    """The `TokenExperts` among `base`'s feed-forward layers, encoder blocks
+    first, in block order."""
+    blocks = base.encoder_blocks + base.decoder_blocks
+    return [block.feed_forward for block in blocks if isinstance(block.feed_forward, TokenExperts)]
+
+
+def sublayers_except_experts(block) -> list:
+    """The sublayers of a T5 block other than its `TokenExperts` (for `freeze_base`)."""
+    layers = [block.self_attention_norm, block.self_attention, block.feed_forward_norm]
+    if block.is_decoder:
+        layers += [block.cross_attention_norm, block.cross_attention]
+    if not isinstance(block.feed_forward, TokenExperts):
+        layers.append(block.feed_forward)
+    elif block.feed_forward.shared is not None:
+        layers.append(block.feed_forward.shared)
+    return layers
+
+
+def stack_routes(records: list[dict], encoder_layers: int) -> dict:
+    """The routing records of `recording_routes`, stacked per stack over layers."""
+    stacks = {"encoder": records[:encoder_layers], "decoder": records[encoder_layers:]}
+    return {
+        f"{stack}_{key}": ops.stack([record[key] for record in chosen])
+        for stack, chosen in stacks.items()
+        if chosen
+        for key in TOKEN_ROUTING_KEYS
+    }
+
+
+def moe_block_names(num_layers: int, num_decoder_layers: int, moe_every: int) -> list[str]:
+    """The blocks whose feed-forward becomes experts: 0, `moe_every`, … in each stack."""
+    return [
+        f"{stack}_block_{i}"
+        for stack, count in (("encoder", num_layers), ("decoder", num_decoder_layers))
+        for i in range(0, count, moe_every)
+    ]
+
+
+def with_token_experts(
+    base: ChronosT5,
+    num_experts: int,
+    top_k: int,
+    expert_hidden_dim: int,
+    shared_expert: bool = True,
+    moe_every: int = 1,
+    **balance: Any,
+) -> ChronosT5:
+    """A copy of `base` whose chosen blocks have `TokenExperts` upcycled from
+    their dense feed-forward layers (`TokenExperts.upcycle`): same function,
+    same weights elsewhere. `base` itself is not changed."""
+    validate_feed_forward_proj(base.feed_forward_proj)
+    if not shared_expert and expert_hidden_dim != base.d_ff:
+        raise ValueError(
+            "Without a shared expert the routed experts are copies of the dense feed-forward, "
+            f"so `expert_hidden_dim` must equal d_ff. Received: expert_hidden_dim="
+            f"{expert_hidden_dim}, d_ff={base.d_ff}"
+        )
+    names = moe_block_names(base.num_layers, base.num_decoder_layers, moe_every)
+    layers = {
+        name: TokenExperts(
+            num_experts,
+            top_k,
+            intermediate_dim=expert_hidden_dim,
+            hidden_dim=base.d_model,
+            feed_forward_proj=base.feed_forward_proj,
+            shared_expert=shared_expert,
+            shared_intermediate_dim=base.d_ff,
+            dropout_rate=base.dropout_rate,
+            dtype=base.dtype_policy,
+            name="feed_forward",
+            **{f"balance_{k}" if k in ("mode", "window") else k: v for k, v in balance.items()},
+        )
+        for name in names
+    }
+    config = {**base.get_config(), "feed_forward_layers": layers}
+    model = ChronosT5(**config)
+    pairs = [
+        (base.shared, model.shared),
+        (base.encoder_position_bias, model.encoder_position_bias),
+        (base.decoder_position_bias, model.decoder_position_bias),
+        (base.encoder_final_norm, model.encoder_final_norm),
+        (base.decoder_final_norm, model.decoder_final_norm),
+    ]
+    if base.lm_head is not None:
+        pairs.append((base.lm_head, model.lm_head))
+    for old, new in zip(
+        base.encoder_blocks + base.decoder_blocks,
+        model.encoder_blocks + model.decoder_blocks,
+        strict=True,
+    ):
+        if isinstance(new.feed_forward, TokenExperts):
+            new.feed_forward.upcycle(old.feed_forward)
+        else:
+            pairs.append((old.feed_forward, new.feed_forward))
+        names = ["self_attention_norm", "self_attention", "feed_forward_norm"]
+        if old.is_decoder:
+            names += ["cross_attention_norm", "cross_attention"]
+        pairs += [(getattr(old, name), getattr(new, name)) for name in names]
+    for old, new in pairs:
+        new.set_weights(old.get_weights())
+    return model
 
 
 def base_output_scale(base: ChronosT5) -> float:
@@ -316,9 +614,17 @@ def build_moe_chronos(
     load_balancing_mode: str = "loss_and_bias",
     load_balancing_window: int = 10,
     bias_update_rate: float = 1e-2,
+    level: str = "series",
+    moe_every: int = 1,
+    shared_expert: bool = True,
     **kwargs: Any,
 ) -> ChronosMoE:
     """Attaches a routed mixture of experts to a Chronos model.
+
+    `level="series"` (the default) routes each series to experts that replace
+    the output head; `level="token"` routes each token to experts that replace
+    the feed-forward layer of every `moe_every`-th block, upcycled from it
+    (`TokenExperts.upcycle`: same function at the start).
 
     The result shares `base`'s encoder and decoder and starts
     function-preserving: every expert head is a copy of the base output head
@@ -333,8 +639,14 @@ def build_moe_chronos(
         expert_hidden_dim, freeze_base, router_z_loss_weight,
         router_jitter_noise, router_input_norm, load_balancing_mode,
         load_balancing_window, bias_update_rate: see `ChronosMoE`.
-        expert_init_noise: float. Relative scale of the symmetry-breaking noise.
+        expert_init_noise: float. Relative scale of the symmetry-breaking noise
+            (series level).
         seed: int. Seed of that noise.
+        level: str. `"series"` or `"token"`. Defaults to `"series"`.
+        moe_every: int. Token level: experts in blocks 0, `moe_every`, … of
+            each stack. Defaults to `1` (every block).
+        shared_expert: bool. Token level: the dense feed-forward stays as an
+            always-on shared expert. Defaults to `True`.
 
     Returns:
         A `ChronosMoE`.
@@ -352,13 +664,15 @@ def build_moe_chronos(
     >>> bool(np.abs(dense - mixed).max() < 1e-5)
     True
     """
-    if not isinstance(base, ChronosT5):
-        raise TypeError(
-            f"`base` must be a ChronosT5 model. Received: base of type {type(base).__name__}"
-        )
-    validate_routing(num_experts, top_k)
-    validate_balancing(load_balancing_mode, load_balancing_window, bias_update_rate)
-    require_non_negative(
+    validate_moe_arguments(
+        base,
+        num_experts,
+        top_k,
+        load_balancing_mode,
+        load_balancing_window,
+        bias_update_rate,
+        level,
+        moe_every,
         load_balancing_weight=load_balancing_weight,
         router_z_loss_weight=router_z_loss_weight,
         expert_init_noise=expert_init_noise,
@@ -377,8 +691,13 @@ def build_moe_chronos(
         load_balancing_mode=load_balancing_mode,
         load_balancing_window=load_balancing_window,
         bias_update_rate=bias_update_rate,
+        level=level,
+        moe_every=moe_every,
+        shared_expert=shared_expert,
         **kwargs,
     )
+    if level == "token":
+        return model
     matrix = base_head_matrix(base)
     heads = np.repeat(matrix[None], num_experts, axis=0)
     if expert_init_noise > 0:

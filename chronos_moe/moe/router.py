@@ -8,12 +8,7 @@ import keras
 from keras import ops
 
 from chronos_moe.layers.common import register
-from chronos_moe.moe.balancing import (
-    selection_bias_update,
-    slot_shares,
-    validate_balancing,
-    windowed_load,
-)
+from chronos_moe.moe.balancing import slot_shares, update_balance_state, validate_balancing
 
 
 def masked_mean(states, mask):
@@ -182,24 +177,10 @@ class ContextRouter(keras.layers.Layer):
                 self.initialise_statistics(context)
             context = self.feature_norm(context, training=training)  # each feature, over series
         router_logits = self.logits(self.hidden(context))  # (batch, N)
-        router_probs = ops.softmax(router_logits, axis=-1)
-        # The bias selects, it never weighs: gates come from the unbiased probabilities.
-        scores = router_probs + ops.stop_gradient(self.selection_bias)[None, :]  # (batch, N)
-        _, expert_indices = ops.top_k(scores, self.top_k)  # (batch, k)
-        expert_indices = ops.cast(expert_indices, "int32")
-        chosen = ops.take_along_axis(router_probs, expert_indices, axis=-1)  # (batch, k)
-        if self.top_k == 1:
-            gates = chosen + ops.stop_gradient(1.0 - chosen)  # Switch gate, value 1
-        else:
-            gates = chosen / ops.sum(chosen, axis=-1, keepdims=True)
+        routing = select_experts(router_logits, self.selection_bias, self.top_k)
         if training:
-            self.update_balance(expert_indices)
-        return {
-            "expert_indices": expert_indices,
-            "gates": gates,
-            "router_probs": router_probs,
-            "router_logits": router_logits,
-        }
+            self.update_balance(routing["expert_indices"])
+        return routing
 
     def initialise_statistics(self, context):
         """Sets the feature norm's moving statistics to the first training batch's.
@@ -219,13 +200,14 @@ class ContextRouter(keras.layers.Layer):
         """Folds this step's routing into `expert_load` and, when the balance
         mode uses it, moves `selection_bias` towards balance."""
         shares = slot_shares(expert_indices, self.num_experts)  # (N,)
-        self.expert_load.assign(windowed_load(self.expert_load, shares, self.balance_window))
-        if "bias" in self.balance_mode:
-            # This step's shares, as DeepSeek-V3: the bias is itself a running
-            # sum, and a lagged (averaged) load would make it overshoot.
-            self.selection_bias.assign(
-                selection_bias_update(self.selection_bias, shares, self.bias_update_rate)
-            )
+        update_balance_state(
+            self.expert_load,
+            self.selection_bias,
+            shares,
+            self.balance_window,
+            self.balance_mode,
+            self.bias_update_rate,
+        )
 
     def compute_output_spec(self, encoder_states, attention_mask, training=False):
         batch = encoder_states.shape[0]
@@ -251,6 +233,49 @@ class ContextRouter(keras.layers.Layer):
             "balance_window": self.balance_window,
             "bias_update_rate": self.bias_update_rate,
         }
+
+
+def select_experts(router_logits, selection_bias, top_k: int) -> dict:
+    """The top-k choice and gates of every router (series or token level).
+
+    `p = softmax(logits)` in float32; the `top_k` experts with the highest
+    `p + selection_bias` are chosen (the bias selects, it never weighs); the
+    gates are the chosen `p` renormalised over the k, or for `top_k == 1` the
+    Switch gate `p + stop_gradient(1 - p)` (value 1, gradient `p`'s).
+
+    Args:
+        router_logits: `(rows, num_experts)`.
+        selection_bias: `(num_experts,)`.
+        top_k: int.
+
+    Returns:
+        dict: `expert_indices` int32 `(rows, top_k)`, `gates` `(rows, top_k)`,
+        `router_probs` and `router_logits` `(rows, num_experts)`, float32.
+
+    Example:
+
+    >>> import numpy as np
+    >>> out = select_experts(np.log(np.array([[0.5, 0.3, 0.2]], "float32")), np.zeros(3), 2)
+    >>> keras.ops.convert_to_numpy(out["expert_indices"]).tolist()
+    [[0, 1]]
+    """
+    router_logits = ops.cast(router_logits, "float32")
+    router_probs = ops.softmax(router_logits, axis=-1)
+    bias = ops.stop_gradient(ops.cast(selection_bias, "float32"))
+    scores = router_probs + bias[None, :]  # (rows, N)
+    _, expert_indices = ops.top_k(scores, top_k)  # (rows, k)
+    expert_indices = ops.cast(expert_indices, "int32")
+    chosen = ops.take_along_axis(router_probs, expert_indices, axis=-1)  # (rows, k)
+    if top_k == 1:
+        gates = chosen + ops.stop_gradient(1.0 - chosen)  # Switch gate, value 1
+    else:
+        gates = chosen / ops.sum(chosen, axis=-1, keepdims=True)
+    return {
+        "expert_indices": expert_indices,
+        "gates": gates,
+        "router_probs": router_probs,
+        "router_logits": router_logits,
+    }
 
 
 def validate_routing(num_experts, top_k) -> None:

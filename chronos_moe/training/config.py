@@ -85,6 +85,9 @@ class TrainingConfig:
     top_p: float = 1.0
     # Mixture of experts.
     use_moe: bool = False
+    moe_level: Literal["series", "token"] = "series"
+    moe_every: int = 1
+    shared_expert: bool = True
     num_experts: int = 4
     num_active_experts: int = 2
     load_balancing_weight: float = 0.01
@@ -129,6 +132,7 @@ class TrainingConfig:
             "num_active_experts",
             "router_hidden_dim",
             "load_balancing_window",
+            "moe_every",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -49,6 +49,9 @@ RESUME_KEYS = (
     "n_tokens",
     "use_eos_token",
     "use_moe",
+    "moe_level",
+    "moe_every",
+    "shared_expert",
     "num_experts",
     "num_active_experts",
     "router_hidden_dim",
@@ -113,6 +116,9 @@ def build_model(config: TrainingConfig) -> ChronosT5 | ChronosMoE:
         router_input_norm=config.router_input_norm,
         load_balancing_mode=config.load_balancing_mode,
         load_balancing_window=config.load_balancing_window,
+        level=config.moe_level,
+        moe_every=config.moe_every,
+        shared_expert=config.shared_expert,
         bias_update_rate=config.bias_update_rate,
     )
 

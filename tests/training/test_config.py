@@ -109,6 +109,13 @@ def test_integers_are_accepted_where_floats_are_expected():
             r"Received: load_balancing_window=0",
         ),
         ({"bias_update_rate": 0.0}, r"`bias_update_rate` must be a finite number > 0. Received"),
+        (
+            {"moe_level": "layer"},
+            r"`moe_level` must be of type Literal\['series', 'token'\]\. "
+            r"Received: moe_level='layer'",
+        ),
+        ({"moe_every": 0}, r"`moe_every` must be a positive integer. Received: moe_every=0"),
+        ({"shared_expert": "yes"}, r"`shared_expert` must be of type bool"),
         ({"bias_update_rate": -1e-3}, r"Received: bias_update_rate=-0.001"),
         ({"model_id": "my/model", "random_init": True}, r"must name a size preset"),
         ({"save_total_limit": 0}, r"`save_total_limit` must be an integer >= 1 or null"),

@@ -193,3 +193,15 @@ def test_a_collapsing_router_is_warned_about_per_logging_window(config):
 def test_max_expert_share_must_be_a_share():
     with pytest.raises(ConfigError, match="max_expert_share"):
         small_config(Path("start"), Path("data.arrow"), Path("out"), max_expert_share=0.0)
+
+
+def test_a_token_level_run_trains_and_writes_a_token_level_model(config):
+    from chronos_moe.checkpoints import load_chronos
+
+    result = train(
+        config("token", use_moe=True, moe_level="token", moe_every=2, max_steps=2), verbose=False
+    )
+    assert all(np.isfinite(row["ce_loss"]) and row["lb_loss"] > 0 for row in result.log)
+    model = load_chronos(result.final_dir)
+    assert model.level == "token" and model.moe_every == 2
+    assert len(model.token_layers) == len(result.model.token_layers) > 0
