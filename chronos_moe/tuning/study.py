@@ -138,6 +138,7 @@ def tune(
         study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
         _check_same_study(study, settings, output)
     output.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial instead
     study = optuna.create_study(
         study_name=STUDY_NAME,
         storage=storage,
@@ -161,7 +162,6 @@ def tune(
     objective = make_objective(base, output, space, num_samples=num_samples)
     callbacks = [_print_trial] if verbose else []
     if remaining:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(
             objective,
             n_trials=remaining,

@@ -6,9 +6,8 @@ import pytest
 
 from chronos_moe.training.config import TrainingConfig
 from chronos_moe.training.errors import RunError
-from chronos_moe.training.run import train
 from chronos_moe.tuning.search_space import SearchSpace, SearchSpaceError
-from chronos_moe.tuning.study import tune
+from chronos_moe.tuning.study import tune, write_results
 from tests.tuning.helpers import SMALL_SPACE, make_base
 
 
@@ -31,7 +30,12 @@ def test_a_study_writes_its_files_resumes_and_its_best_config_trains(tmp_path):
     assert config == result.best_config
     assert config.output_dir == base.output_dir and config.seed == best.user_attrs["seed"]
     assert {key: getattr(config, key) for key in best.params} == best.params
-    assert train(config.replace(max_steps=1), verbose=False).final_dir.is_dir()
+    # ... the config the best trial trained with, but for its output directory.
+    trained = output / "trials" / f"trial-{best.number:04d}"
+    assert config.replace(output_dir=str(trained)) == TrainingConfig.from_yaml(
+        trained / "config.yaml"
+    )
+    assert (trained / "final" / "model.keras").is_file()
 
     # Running again resumes the same study up to the asked number of trials.
     again = tune(base, output, trials=3, space=space, verbose=False)
@@ -47,14 +51,23 @@ def test_a_study_writes_its_files_resumes_and_its_best_config_trains(tmp_path):
 
 def test_one_completed_trial_has_no_importances_and_says_so(tmp_path, capsys):
     base = make_base(tmp_path)
-    space = SearchSpace.from_dict({"num_experts": {"type": "int", "low": 2, "high": 3}})
-    result = tune(base, tmp_path / "study", trials=1, space=space)
-    assert (tmp_path / "study" / "optimization_history.png").is_file()
-    assert not (tmp_path / "study" / "param_importances.png").exists()
-    assert "Parameter importances need at least 2 completed trials (1 so far)" in (
-        capsys.readouterr().out
+    study = optuna.create_study()
+    config = base.replace(num_experts=2, seed=7, output_dir=str(tmp_path / "trial"))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"num_experts": 2},
+            distributions={"num_experts": optuna.distributions.IntDistribution(2, 3)},
+            value=0.5,
+            user_attrs={"seed": 7, "config": config.to_dict()},
+        )
     )
-    assert result.best_config is not None
+    result = write_results(study, base, tmp_path)
+    assert (tmp_path / "optimization_history.png").is_file()
+    assert not (tmp_path / "param_importances.png").exists()
+    out = capsys.readouterr().out
+    assert "Parameter importances need at least 2 completed trials (1 so far)" in out
+    assert result.best_config == config.replace(output_dir=base.output_dir)
+    assert "validation WQL 0.5, seed 7" in (tmp_path / "best_config.yaml").read_text()
 
 
 def test_bad_input_is_refused_before_anything_is_written(tmp_path):
