@@ -47,8 +47,8 @@ class Dimension:
 
     Args:
         kind: str. `"int"`, `"float"` or `"categorical"`.
-        low, high: number. The range of `int` and `float` dimensions (both ends
-            included).
+        low: number. The lower end of an `int` or `float` range (included).
+        high: number. The upper end of an `int` or `float` range (included).
         log: bool. Sample `int`/`float` on a log scale. Defaults to `False`.
         choices: list. The values of a `categorical` dimension.
 
@@ -190,7 +190,7 @@ class SearchSpace:
     ...     "num_active_experts": {"type": "int", "low": 1, "high": 2},
     ...     "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
     >>> list(space.dimensions)
-    ['num_experts', 'num_active_experts', 'learning_rate']
+    ['num_experts', 'learning_rate', 'num_active_experts']
     """
 
     dimensions: dict[str, Dimension]
@@ -219,7 +219,7 @@ class SearchSpace:
                 + (f"Did you mean {', '.join(hints)}? " if hints else "")
                 + "The keys are training config keys (docs/configuration.md)."
             )
-        # num_experts first: top_k's upper bound depends on it.
+        # num_experts first and top_k last: its upper bound is the trial's num_experts.
         order = sorted(values, key=lambda key: (key != "num_experts", key == TOP_K))
         return cls({key: Dimension.from_dict(key, values[key]) for key in order})
 
