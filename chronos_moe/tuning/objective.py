@@ -124,15 +124,20 @@ def make_objective(
     Example:
 
     >>> import tempfile, optuna
+    >>> from chronos_moe import ChronosT5, checkpoints
     >>> from chronos_moe.data import generate_sample_series, write_arrow
     >>> folder = tempfile.mkdtemp()
     >>> series = generate_sample_series(8, 60, seed=0)
     >>> train_path = write_arrow([s[:-4] for s in series], f"{folder}/train.arrow")
     >>> test_path = write_arrow(series, f"{folder}/test.arrow")
+    >>> small = ChronosT5.from_preset("tiny", vocab_size=64, num_layers=1, d_model=16,
+    ...     d_ff=32, num_heads=2, d_kv=8, chronos_config={"n_tokens": 64})
+    >>> _ = checkpoints.save_chronos(small, f"{folder}/start")
     >>> base = TrainingConfig(training_data_paths=[str(train_path)],
-    ...     validation_data_paths=[str(test_path)], n_tokens=64, context_length=16,
-    ...     prediction_length=4, min_past=8, per_device_train_batch_size=4, max_steps=2,
-    ...     save_steps=2, log_steps=1, use_moe=True, num_samples=4)
+    ...     validation_data_paths=[str(test_path)], model_id=f"{folder}/start",
+    ...     random_init=False, n_tokens=64, context_length=16, prediction_length=4,
+    ...     min_past=8, per_device_train_batch_size=4, max_steps=2, save_steps=2,
+    ...     log_steps=1, use_moe=True, router_hidden_dim=8, num_samples=4)
     >>> space = SearchSpace.from_dict({"num_experts": {"type": "int", "low": 2, "high": 3}})
     >>> objective = make_objective(base, folder, space)
     >>> wql = objective(optuna.trial.FixedTrial({"num_experts": 2}, number=0))
