@@ -145,7 +145,9 @@ def tune(
         load_if_exists=True,
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=base.seed if seed is None else seed),
-        pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        # Reports come every `log_steps` steps: pruning starts at the second report.
+        pruner=pruner
+        or optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=base.log_steps),
     )
     if not resuming:
         for key, value in settings.items():
@@ -242,7 +244,7 @@ def write_results(
         write_text_atomically(best_path, header + best_config.to_yaml())
     else:
         messages.append("No trial has completed yet: no best config.")
-    frame = study.trials_dataframe()
+    frame = study.trials_dataframe().drop(columns=["user_attrs_config"], errors="ignore")
     write_text_atomically(output / TRIALS_CSV, frame.to_csv(index=False))
     plots = _write_plots(study, output, len(completed), messages)
     if verbose:

@@ -21,6 +21,9 @@ def test_a_study_writes_its_files_resumes_and_its_best_config_trains(tmp_path):
     for name in ("study.db", "trials.csv", "optimization_history.png", "param_importances.png"):
         assert (output / name).stat().st_size > 0, name
     assert sorted(p.name for p in (output / "trials").iterdir()) == ["trial-0000", "trial-0001"]
+    header = (output / "trials.csv").read_text().splitlines()[0].split(",")
+    assert {"value", "user_attrs_seed", "user_attrs_wql", "params_num_experts"} <= set(header)
+    assert "user_attrs_config" not in header  # (in study.db and best_config.yaml)
     seeds = [t.user_attrs["seed"] for t in result.study.trials]
     assert seeds == [base.seed, base.seed + 1]
 
