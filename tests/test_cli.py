@@ -83,6 +83,7 @@ def comparison(start, tmp_path_factory):
 COMMANDS = (
     "train",
     "compare",
+    "tune",
     "generate-data",
     "evaluate",
     "forecast",
@@ -183,6 +184,16 @@ def subcommands():
          "drop --resume/--overwrite"),
         (["train", "--config", "{config}", "--max-steps", "3"], "--max-steps",
          "unrecognized arguments"),
+        (["tune", "--config", "{config}", "--trials", "0", "--output-dir", "{tmp}/t"], "--trials",
+         "integer >= 1. Received: 0"),
+        (["tune", "--config", "{tmp}/none.yaml", "--trials", "1", "--output-dir", "{tmp}/t"],
+         "none.yaml", "Cannot read config"),
+        (["tune", "--config", "{config}", "--trials", "1", "--output-dir", "{tmp}/t"],
+         "validation_data_paths", "Tuning scores every trial on held-out data"),
+        (["tune", "--config", "{config}", "--trials", "1", "--output-dir", "{tmp}/t",
+          "--search-space", "{tmp}/space.yaml"], "space.yaml", "Cannot read search space file"),
+        (["tune", "--config", "{config}", "--trials", "1", "--output-dir", "{tmp}/t",
+          "--timeout", "0"], "--timeout", "Received: 0"),
     ],
 )  # fmt: skip
 def test_bad_arguments_fail_fast_naming_the_argument(argv, option, message, tmp_path, capsys):
@@ -671,3 +682,56 @@ def test_forecast_shows_a_progress_bar_on_a_terminal(start, tmp_path, capsys, mo
     )  # fmt: skip
     assert status == 0, err
     assert "3/3" in out
+
+
+@pytest.mark.parametrize(
+    "config_changes, space, message",
+    [
+        ({"num_experts": 4}, {"num_active_experts": {"type": "int", "low": 5, "high": 6}},
+         "`num_active_experts` (top_k) must be <= `num_experts` in every trial"),
+        ({}, {"num_experts": {"type": "int", "low": 3, "high": 1}},
+         "`num_experts`: `low` must be <= `high`. Received: low=3, high=1"),
+        ({}, {"top_k": {"type": "int", "low": 1, "high": 2}},
+         "the experts' top_k is `num_active_experts`"),
+        ({"num_active_experts": 5}, None,
+         "`num_active_experts` must be <= `num_experts`. Received: num_active_experts=5"),
+        ({"use_moe": False}, {"num_experts": {"type": "int", "low": 2, "high": 3}},
+         "the base config is dense"),
+        ({"validation_data_paths": ["missing.arrow"]}, None, "missing.arrow does not exist"),
+    ],
+)  # fmt: skip
+def test_tune_bad_input_is_named_before_any_model_work(
+    config_changes, space, message, start, tmp_path, capsys
+):
+    """A bad search space or base config: exit status 2, one line, nothing written."""
+    data, test = make_data(tmp_path)
+    base = small_config(start, data, tmp_path / "run", use_moe=True).to_dict()
+    base.update(validation_data_paths=[str(test)])
+    base.update(config_changes)
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump(base))
+    argv = ["tune", "--config", config, "--trials", "2", "--output-dir", tmp_path / "study"]
+    if space is not None:
+        (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+        argv += ["--search-space", tmp_path / "space.yaml"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    started = time.perf_counter()
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 2, err
+    (line,) = err.splitlines()
+    assert line.startswith("chronos-moe tune: error: ") and message in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert time.perf_counter() - started < 2.0
+
+
+def test_tune_refuses_a_directory_of_something_else(start, tmp_path, capsys):
+    data, test = make_data(tmp_path)
+    config = small_config(start, data, tmp_path / "run", use_moe=True)
+    path = write_config(tmp_path / "base.yaml", config.replace(validation_data_paths=[str(test)]))
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "notes.md").write_text("mine")
+    status, _, err = run_cli(
+        capsys, "tune", "--config", path, "--trials", "1", "--output-dir", tmp_path / "study"
+    )
+    assert status == 2 and "something other than a tuning study (notes.md)" in err
+    assert [p.name for p in (tmp_path / "study").iterdir()] == ["notes.md"]

@@ -47,6 +47,7 @@ PAGES = [
     DOCS / "configuration.md",
     DOCS / "training.md",
     DOCS / "dataframes.md",
+    DOCS / "tuning.md",
     *sorted((DOCS / "tutorials").glob("*.md")),
 ]
 HUB_ID = re.compile(r"[\"']amazon/chronos-t5-(tiny|mini|small|base|large)[\"']")

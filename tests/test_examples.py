@@ -75,6 +75,14 @@ def check_switch_backends(output: str, directory: Path) -> None:
     assert difference < 1e-3
 
 
+def check_tune_experts(output: str, directory: Path) -> None:
+    assert "search space: ['load_balancing_weight', 'num_active_experts', 'num_experts']" in output
+    assert "trial 1: complete WQL" in output
+    study = directory / "study"
+    for name in ("study.db", "best_config.yaml", "optimization_history.png"):
+        assert (study / name).stat().st_size > 0, name
+
+
 CHECKS = {
     "forecast.py": check_forecast,
     "train_dense.py": check_train_dense,
@@ -84,6 +92,7 @@ CHECKS = {
     "evaluate.py": check_evaluate,
     "analyze_experts.py": check_analyze_experts,
     "switch_backends.py": check_switch_backends,
+    "tune_experts.py": check_tune_experts,
 }
 
 

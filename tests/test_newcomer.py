@@ -114,8 +114,8 @@ def test_an_unsupported_backend_is_named(newcomer_env):
 
 
 def test_every_sub_command_runs_as_a_newcomer(newcomer_env, tmp_path):
-    """generate-data, train, evaluate, forecast, analyze-experts and compare, each on a
-    tiny model, through the installed `chronos-moe` command."""
+    """generate-data, train, evaluate, forecast, analyze-experts, compare and tune, each
+    on a tiny model, through the installed `chronos-moe` command."""
     command = chronos_moe_command()
     data = run(
         newcomer_env,
@@ -218,3 +218,29 @@ def test_every_sub_command_runs_as_a_newcomer(newcomer_env, tmp_path):
     assert "Both runs: 1 steps" in report
     assert f"Keras backend {BACKEND} on" in report
     assert "## Expert utilisation" in report
+
+    tune_config = tmp_path / "tune.yaml"
+    tune_config.write_text(
+        yaml.safe_dump(
+            {
+                **yaml.safe_load(configs["moe"].read_text()),
+                "validation_data_paths": [str(test_data)],
+            }
+        )
+    )
+    tuned = run(
+        newcomer_env,
+        command,
+        "tune",
+        "--config",
+        str(tune_config),
+        "--trials",
+        "1",
+        "--num-samples",
+        "4",
+        "--output-dir",
+        str(tmp_path / "tuning"),
+    )
+    assert "trial 0: complete WQL" in tuned.stdout
+    for name in ("study.db", "best_config.yaml", "optimization_history.png"):
+        assert (tmp_path / "tuning" / name).is_file(), name

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,7 @@ def train(
     overwrite: bool = False,
     verbose: bool = True,
     resume_from: str | os.PathLike | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
     """Runs (or resumes) the training described by `config`.
 
@@ -300,6 +302,10 @@ def train(
         resume_from: path-like. Resume from this checkpoint directory
             (`.../checkpoints/step-N`) and no other: a corrupt or incomplete one
             is a `RunError`, never a fall-back. Defaults to `None`.
+        callbacks: `keras.callbacks.Callback`s that run after the guarantees'
+            at every step (such as a tuner's pruning callback, see
+            `chronos_moe.tuning`); an exception they raise ends the run as a
+            failed one. Defaults to none.
 
     Returns:
         `TrainResult`: the output directory, the trained model, the logged rows
@@ -341,7 +347,7 @@ def train(
             model = build_model(config)
             if start.clear:
                 _clear_output(output)
-            return _run(config, dataset, model, output, start, verbose)
+            return _run(config, dataset, model, output, start, verbose, callbacks)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -353,6 +359,7 @@ def _run(
     output: Path,
     start: _Start,
     verbose: bool,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
     """The body of `train` once the output directory is checked and locked: `fit`
     with the callbacks of `chronos_moe.training.guarantees`, then the export."""
@@ -395,7 +402,7 @@ def _run(
                 steps_per_epoch=steps,
                 shuffle=False,
                 verbose=0,
-                callbacks=composed,
+                callbacks=[*composed, *callbacks],
             )
         final = output / "final"
         checkpoints.save_chronos(model, final)
