@@ -234,7 +234,8 @@ class LoadBalancingRegularizer(keras.layers.Layer):
 
 
 class ExpertCollapseWarning(UserWarning):
-    """One expert receives more than the allowed share of the series."""
+    """One expert receives more than the allowed share of the series (or, for
+    token-level experts, of the tokens)."""
 
 
 class ExpertShareMonitor(keras.callbacks.Callback):
@@ -243,7 +244,8 @@ class ExpertShareMonitor(keras.callbacks.Callback):
     Reads the `expert_i` entries that `ChronosMoE` logs (each expert's share of
     routing slots since the epoch began) at the end of every epoch, on the host
     and outside any compiled step, so it costs nothing per step and works the
-    same on every backend. The share of *series* routed to expert `i` is
+    same on every backend. The share of *series* (of *tokens* for a token-level
+    model, averaged over its expert layers) routed to expert `i` is
     `top_k × slot share`; a `ExpertCollapseWarning` (Python `warnings`) names
     the expert and its share when that exceeds `max_share`. With
     `top_k == num_experts` every expert sees every series and nothing is checked.
@@ -289,14 +291,15 @@ class ExpertShareMonitor(keras.callbacks.Callback):
             for key, value in (logs or {}).items()
             if key.startswith(prefix) and key[len(prefix) :].isdigit()
         }
-        top_k = getattr(self.model, "top_k", 1) if self.model is not None else 1
+        top_k = getattr(self.model, "top_k", 1)
         if not shares or top_k >= len(shares):
             return
         expert = max(shares, key=shares.get)
         share = top_k * shares[expert]
+        routed = "tokens" if getattr(self.model, "level", "series") == "token" else "series"
         if share > self.max_share:
             warnings.warn(
-                f"Expert {expert} received {share:.1%} of the series in {period} "
+                f"Expert {expert} received {share:.1%} of the {routed} in {period} "
                 f"(more than {self.max_share:.1%}): the router is collapsing.",
                 ExpertCollapseWarning,
                 stacklevel=2,

@@ -133,6 +133,14 @@ def test_monitor_warns_when_one_expert_takes_over(shares, top_k, warns):
         assert "Expert 0" in str(collapse[0].message) and "epoch 3" in str(collapse[0].message)
 
 
+@pytest.mark.parametrize("level, routed", [("series", "series"), ("token", "tokens")])
+def test_monitor_names_what_is_routed(level, routed):
+    monitor = ExpertShareMonitor(max_share=0.9)
+    monitor.set_model(type("Routed", (), {"top_k": 1, "level": level})())
+    with pytest.warns(ExpertCollapseWarning, match=f"95.0% of the {routed} in epoch 1"):
+        monitor.on_epoch_end(0, shares_log([0.95, 0.05, 0.0, 0.0]))
+
+
 @pytest.mark.parametrize("max_share", [0.0, -0.5, 1.5])
 def test_monitor_share_is_validated(max_share):
     with pytest.raises(ValueError, match=f"max_share={max_share}"):
