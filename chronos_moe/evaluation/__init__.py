@@ -34,6 +34,7 @@ from chronos_moe.evaluation.plots import (
     plot_expert_utilization,
     plot_forecast,
     plot_gate_distribution,
+    plot_layer_utilization,
     plot_training_curves,
 )
 from chronos_moe.evaluation.routing import (
@@ -61,6 +62,7 @@ __all__ = [
     "plot_expert_utilization",
     "plot_forecast",
     "plot_gate_distribution",
+    "plot_layer_utilization",
     "plot_training_curves",
     "relative_score",
     "run_analyze_experts",

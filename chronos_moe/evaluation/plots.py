@@ -256,6 +256,50 @@ def plot_expert_utilization(
     return _save(figure, path)
 
 
+def plot_layer_utilization(layer_utilization: Any, path: str | os.PathLike | None = None):
+    """Heat map of each token-level expert layer's share of the routing slots per expert.
+
+    Args:
+        layer_utilization: array-like `(layers, num_experts)`, each row summing
+            to 1 (`RoutingAnalysis.layer_utilization`).
+        path: where to write the PNG. Defaults to `None` (no file).
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Example:
+
+    >>> figure = plot_layer_utilization([[0.5, 0.25, 0.25], [0.2, 0.4, 0.4]])
+    >>> figure.axes[0].get_ylabel(), len(figure.axes[0].get_yticks())
+    ('expert layer', 2)
+    """
+    shares = np.asarray(layer_utilization, dtype=np.float64)
+    if shares.ndim != 2 or shares.size == 0:
+        raise ValueError(
+            "`layer_utilization` must be a non-empty 2-D array (layers, num_experts). "
+            f"Received: shape {shares.shape}"
+        )
+    layers, experts = shares.shape
+    figure = _figure(max(4, 0.6 * experts + 2.5), max(2.2, 0.45 * layers + 1.2))
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="viridis", vmin=0.0, aspect="auto")
+    for layer in range(layers):
+        for expert in range(experts):
+            value = shares[layer, expert]
+            color = "black" if value > 0.6 * shares.max() else "white"
+            axes.text(expert, layer, f"{value:.0%}", ha="center", va="center", color=color,
+                      fontsize="x-small")  # fmt: skip
+    axes.set(
+        xlabel="expert",
+        ylabel="expert layer",
+        xticks=range(experts),
+        yticks=range(layers),
+        title=f"Share of each layer's token slots (uniform: {1 / experts:.0%})",
+    )
+    figure.colorbar(image, ax=axes, fraction=0.05)
+    return _save(figure, path)
+
+
 def plot_gate_distribution(
     expert_indices: Any, gates: Any, num_experts: int, path: str | os.PathLike | None = None
 ):

@@ -303,7 +303,8 @@ def write_routing_report(
     title: str = "Expert analysis",
 ) -> Path:
     """Writes `report.md` with its figures (`utilization.png`, `gates.png`,
-    `examples.png`) and `routing.csv` (one row per series) into `output_dir`.
+    `examples.png`, and for token-level experts `layers.png`) and `routing.csv`
+    (one row per series) into `output_dir`.
 
     Returns:
         The path of `report.md`.
@@ -317,6 +318,8 @@ def write_routing_report(
     plots.plot_expert_utilization(
         analysis.utilization, analysis.gate_share, path=output / "utilization.png"
     )
+    if analysis.layer_utilization is not None:
+        plots.plot_layer_utilization(analysis.layer_utilization, path=output / "layers.png")
     plots.plot_gate_distribution(
         analysis.expert_indices, analysis.gates, analysis.num_experts, path=output / "gates.png"
     )
@@ -402,6 +405,8 @@ def write_routing_report(
             "Share of the context tokens' routing slots that each encoder expert layer gave "
             "to each expert (an even split is 1 / num_experts). The tables above describe "
             "each series by the experts most of its tokens used.",
+            "",
+            "![expert layers](layers.png)",
             "",
             "| layer | " + " | ".join(f"expert {e}" for e in experts) + " |",
             "|---" * (1 + num_experts) + "|",

@@ -11,6 +11,7 @@ from chronos_moe.evaluation.plots import (
     plot_expert_utilization,
     plot_forecast,
     plot_gate_distribution,
+    plot_layer_utilization,
     plot_training_curves,
 )
 
@@ -113,7 +114,18 @@ def test_routing_plots_write_pngs(tmp_path, rng):
     plot_expert_examples(
         [[np.arange(5.0)], [], [np.ones(3), np.zeros(3)]], None, tmp_path / "e.png"
     )
-    assert all(_is_png(tmp_path / name) for name in ("u.png", "g.png", "e.png"))
+    plot_layer_utilization([[0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4]], tmp_path / "l.png")
+    assert all(_is_png(tmp_path / name) for name in ("u.png", "g.png", "e.png", "l.png"))
+
+
+def test_layer_plot_shows_every_share_and_rejects_other_shapes():
+    shares = np.array([[0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4], [0.25] * 4])
+    figure = plot_layer_utilization(shares)
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    assert len(texts) == shares.size and texts[:4] == ["40%", "30%", "20%", "10%"]
+    np.testing.assert_array_equal(figure.axes[0].images[0].get_array(), shares)
+    with pytest.raises(ValueError, match=r"2-D array .* shape \(4,\)"):
+        plot_layer_utilization([0.4, 0.3, 0.2, 0.1])
 
 
 def test_docstring_examples_run():

@@ -319,8 +319,9 @@ def test_pipeline_forecasts_and_routing_analysis(tmp_path):
     np.testing.assert_allclose(analysis.layer_utilization.sum(axis=1), 1.0, atol=1e-6)
     assert analysis.expert_indices.shape == (3, 2)
     report = write_routing_report(analysis, tmp_path).read_text()
-    assert "## Expert layers (token level)" in report
+    assert "## Expert layers (token level)" in report and "![expert layers](layers.png)" in report
     assert (tmp_path / "utilization.png").stat().st_size > 0
+    assert (tmp_path / "layers.png").stat().st_size > 0
 
 
 def test_backend_grouped_matmul_equals_its_reference():
