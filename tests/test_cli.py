@@ -242,7 +242,7 @@ def test_warnings_are_one_line_without_source(monkeypatch, capsys):
         warnings.warn("expert 0 takes 90% of the routing", ExpertCollapseWarning, stacklevel=1)
         return 0
 
-    monkeypatch.setattr(cli, "_init_config", warn)
+    monkeypatch.setattr(cli.init_config, "run", warn)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         status, _, err = run_cli(capsys, "init-config", "moe")

@@ -2,7 +2,7 @@
 
 `docs/cli.md` holds the marker `<!-- cli-reference -->`; at build time it is
 replaced by one section per sub-command (usage, description, example, a table
-of every option), so the page cannot drift from `chronos_moe/cli.py`.
+of every option), so the page cannot drift from the parsers in `chronos_moe/cli/`.
 `tests/test_docs.py` calls `render` directly.
 """
 
