@@ -235,3 +235,19 @@ def test_kill_soak_long(runs, reference, tmp_path):
         "all resumed to the reference run"
     )
     assert killed == trials
+
+
+def test_token_level_run_resumes_exactly_after_kill_9(runs):
+    """Token-level experts (their routers, expert-load statistics and selection
+    biases) resume as exactly as the series level: killed after step 9, resumed
+    from step 8, the run equals its uninterrupted twin step for step and bit for bit."""
+    token = {"moe_level": "token", "num_experts": 4, "num_active_experts": 2}
+    reference = runs.config("token-reference", **token)
+    assert runs.run(reference).returncode == 0
+    config = runs.config("token-killed", **token)
+    killed = runs.run(config, fault="kill:step.end:9")
+    assert killed.returncode == -signal.SIGKILL
+    resumed = runs.run(config, resume=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at step 8" in resumed.stdout
+    assert_same_run(output_of(config), output_of(reference))
