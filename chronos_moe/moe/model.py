@@ -10,12 +10,8 @@ import keras
 from keras import ops
 
 from chronos_moe.layers.common import register
-from chronos_moe.models.chronos_t5 import (
-    ChronosT5,
-    format_count,
-    masked_cross_entropy,
-    shift_right,
-)
+from chronos_moe.models.chronos_t5 import ChronosT5, format_count
+from chronos_moe.models.labels import masked_cross_entropy, shift_right
 from chronos_moe.moe.arguments import validate_moe_arguments
 from chronos_moe.moe.balancing import LoadBalancingRegularizer
 from chronos_moe.moe.experts import MoEExpertHead
