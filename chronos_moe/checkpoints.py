@@ -241,28 +241,7 @@ def hf_weight_map(model: ChronosT5 | ChronosMoE) -> dict[str, tuple[Any, bool]]:
     if isinstance(model, ChronosMoE) and model.level == "token":
         return hf_weight_map(model.base)
     if isinstance(model, ChronosMoE):
-        mapping = hf_weight_map(model.base)
-        router, experts = model.router, model.experts
-        if router.input_norm:
-            mapping["moe.router.input_norm.weight"] = (router.norm.gamma, False)
-            mapping["moe.router.input_norm.bias"] = (router.norm.beta, False)
-            feature_norm = router.feature_norm
-            mapping["moe.router.feature_norm.weight"] = (feature_norm.gamma, False)
-            mapping["moe.router.feature_norm.bias"] = (feature_norm.beta, False)
-            mapping["moe.router.feature_norm.running_mean"] = (feature_norm.moving_mean, False)
-            mapping["moe.router.feature_norm.running_var"] = (feature_norm.moving_variance, False)
-            mapping["moe.router.feature_norm.statistics_initialised"] = (
-                router.statistics_initialised,
-                False,
-            )
-        for layer in (router.hidden, router.logits):
-            mapping[f"moe.router.{layer.name}.kernel"] = (layer.kernel, False)
-            mapping[f"moe.router.{layer.name}.bias"] = (layer.bias, False)
-        mapping["moe.router.expert_load"] = (router.expert_load, False)
-        mapping["moe.router.selection_bias"] = (router.selection_bias, False)
-        for name in ("up", "down", "head"):
-            mapping[f"moe.experts.{name}"] = (getattr(experts, name), False)
-        return mapping
+        return {**hf_weight_map(model.base), **_series_moe_weights(model.router, model.experts)}
     mapping: dict[str, tuple[Any, bool]] = {"shared.weight": (model.shared.embeddings, False)}
     stacks = (
         ("encoder", model.encoder_blocks, model.encoder_position_bias, model.encoder_final_norm),
@@ -274,42 +253,68 @@ def hf_weight_map(model: ChronosT5 | ChronosMoE) -> dict[str, tuple[Any, bool]]:
             False,
         )
         for i, block in enumerate(blocks):
-            prefix = f"{stack}.block.{i}.layer"
-            attentions = [("0.SelfAttention", block.self_attention, block.self_attention_norm, 0)]
-            if block.is_decoder:
-                attentions.append(
-                    ("1.EncDecAttention", block.cross_attention, block.cross_attention_norm, 1)
-                )
-            for name, attention, norm, index in attentions:
-                for short, dense in zip(
-                    "qkvo",
-                    (attention.query, attention.key, attention.value, attention.output_dense),
-                    strict=True,
-                ):
-                    mapping[f"{prefix}.{name}.{short}.weight"] = (dense.kernel, True)
-                mapping[f"{prefix}.{index}.layer_norm.weight"] = (norm.scale, False)
-            index = len(attentions)
-            ffn = block.feed_forward
-            if isinstance(ffn, TokenExperts):
-                names = ("wi_0", "wi_1", "wo") if ffn.is_gated else ("wi", "wo")
-                for short in (*names, "router", "expert_load", "selection_bias"):
-                    mapping[f"moe.{stack}.block.{i}.experts.{short}"] = (getattr(ffn, short), False)
-                ffn = ffn.shared
-                if ffn is None:
-                    mapping[f"{prefix}.{index}.layer_norm.weight"] = (
-                        block.feed_forward_norm.scale,
-                        False,
-                    )
-                    continue
-            for short in ("wi_0", "wi_1", "wo") if ffn.is_gated else ("wi", "wo"):
-                mapping[f"{prefix}.{index}.DenseReluDense.{short}.weight"] = (
-                    getattr(ffn, short).kernel,
-                    True,
-                )
-            mapping[f"{prefix}.{index}.layer_norm.weight"] = (block.feed_forward_norm.scale, False)
+            mapping.update(_block_weights(stack, i, block))
         mapping[f"{stack}.final_layer_norm.weight"] = (final_norm.scale, False)
     if model.lm_head is not None:
         mapping["lm_head.weight"] = (model.lm_head.kernel, True)
+    return mapping
+
+
+def _series_moe_weights(router, experts) -> dict[str, tuple[Any, bool]]:
+    """`hf_weight_map`'s entries for a series-level router and its experts (`moe.`)."""
+    mapping = {}
+    if router.input_norm:
+        mapping["moe.router.input_norm.weight"] = (router.norm.gamma, False)
+        mapping["moe.router.input_norm.bias"] = (router.norm.beta, False)
+        feature_norm = router.feature_norm
+        mapping["moe.router.feature_norm.weight"] = (feature_norm.gamma, False)
+        mapping["moe.router.feature_norm.bias"] = (feature_norm.beta, False)
+        mapping["moe.router.feature_norm.running_mean"] = (feature_norm.moving_mean, False)
+        mapping["moe.router.feature_norm.running_var"] = (feature_norm.moving_variance, False)
+        mapping["moe.router.feature_norm.statistics_initialised"] = (
+            router.statistics_initialised,
+            False,
+        )
+    for layer in (router.hidden, router.logits):
+        mapping[f"moe.router.{layer.name}.kernel"] = (layer.kernel, False)
+        mapping[f"moe.router.{layer.name}.bias"] = (layer.bias, False)
+    mapping["moe.router.expert_load"] = (router.expert_load, False)
+    mapping["moe.router.selection_bias"] = (router.selection_bias, False)
+    for name in ("up", "down", "head"):
+        mapping[f"moe.experts.{name}"] = (getattr(experts, name), False)
+    return mapping
+
+
+def _block_weights(stack: str, i: int, block) -> dict[str, tuple[Any, bool]]:
+    """`hf_weight_map`'s entries for block `i` of `stack` (`"encoder"` or `"decoder"`)."""
+    mapping = {}
+    prefix = f"{stack}.block.{i}.layer"
+    attentions = [("0.SelfAttention", block.self_attention, block.self_attention_norm, 0)]
+    if block.is_decoder:
+        cross = ("1.EncDecAttention", block.cross_attention, block.cross_attention_norm, 1)
+        attentions.append(cross)
+    for name, attention, norm, index in attentions:
+        for short, dense in zip(
+            "qkvo",
+            (attention.query, attention.key, attention.value, attention.output_dense),
+            strict=True,
+        ):
+            mapping[f"{prefix}.{name}.{short}.weight"] = (dense.kernel, True)
+        mapping[f"{prefix}.{index}.layer_norm.weight"] = (norm.scale, False)
+    index = len(attentions)
+    ffn = block.feed_forward
+    if isinstance(ffn, TokenExperts):
+        names = ("wi_0", "wi_1", "wo") if ffn.is_gated else ("wi", "wo")
+        for short in (*names, "router", "expert_load", "selection_bias"):
+            mapping[f"moe.{stack}.block.{i}.experts.{short}"] = (getattr(ffn, short), False)
+        ffn = ffn.shared
+    if ffn is not None:
+        for short in ("wi_0", "wi_1", "wo") if ffn.is_gated else ("wi", "wo"):
+            mapping[f"{prefix}.{index}.DenseReluDense.{short}.weight"] = (
+                getattr(ffn, short).kernel,
+                True,
+            )
+    mapping[f"{prefix}.{index}.layer_norm.weight"] = (block.feed_forward_norm.scale, False)
     return mapping
 
 

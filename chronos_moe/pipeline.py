@@ -17,69 +17,18 @@ from chronos_moe.config import DEFAULT_QUANTILE_LEVELS
 from chronos_moe.generation import generate_tokens
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE
-from chronos_moe.tokenizer import MeanScaleUniformBins, prepare_context
+from chronos_moe.pipeline_inputs import (
+    checked_context,
+    checked_number,
+    checked_quantile_levels,
+    checked_seed,
+)
+from chronos_moe.tokenizer import MeanScaleUniformBins
 from chronos_moe.validation import positive_int
 
 logger = logging.getLogger(__name__)
 
 COMPUTE_DTYPES = (None, "float32", "bfloat16")
-
-
-def _seed(value: Any) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
-        raise TypeError(f"`seed` must be an integer or None. Received: seed={value!r}")
-    return None if value is None else int(value)
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a number. Received: {name}={value!r}")
-    return float(value)
-
-
-def _quantile_levels(levels: Any) -> np.ndarray:
-    """`levels` as a float64 array, checked: a non-empty 1-D sequence of numbers in (0, 1)."""
-    expected = "a list of numbers in (0, 1), such as [0.1, 0.5, 0.9]"
-    if isinstance(levels, (str, bytes)) or np.ndim(levels) != 1:
-        raise TypeError(
-            f"`quantile_levels` must be {expected}. Received: quantile_levels={levels!r}"
-        )
-    array = np.asarray(levels)
-    numeric = array.dtype.kind in "iuf" or (
-        array.dtype.kind == "O"
-        and all(
-            isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-            for x in array
-        )
-    )
-    if not numeric:
-        raise TypeError(
-            f"`quantile_levels` must be {expected}. Received: quantile_levels={levels!r}"
-        )
-    array = array.astype(np.float64)
-    if array.size == 0 or not np.all((array > 0) & (array < 1)):
-        raise ValueError(
-            f"`quantile_levels` must be {expected}. Received: quantile_levels={array.tolist()!r}"
-        )
-    return array
-
-
-def _context(inputs: Any) -> np.ndarray:
-    """`prepare_context(inputs)` with infinite values made missing (NaN), as the
-    Arrow reader does. (The reference pipeline keeps them: the series' scale
-    becomes inf and its whole forecast ±inf or NaN.)"""
-    context = prepare_context(inputs)
-    infinite = np.isinf(context)
-    if infinite.any():
-        logger.warning(
-            "The context holds %d infinite value(s) (in %d of %d series); they are treated "
-            "as missing values (NaN).",
-            int(infinite.sum()),
-            int(infinite.any(axis=1).sum()),
-            len(context),
-        )
-        context = np.where(infinite, np.float32(np.nan), context)
-    return context
 
 
 def _bucket(size: int, cap: int, smallest: int = 1) -> int:
@@ -256,16 +205,16 @@ class ChronosPipeline:
         )
         top_k = positive_int("top_k", config.top_k if top_k is None else top_k)
         batch_size = positive_int("batch_size", batch_size)
-        temperature = _number(
+        temperature = checked_number(
             "temperature", config.temperature if temperature is None else temperature
         )
-        top_p = _number("top_p", config.top_p if top_p is None else top_p)
-        seed = _seed(seed)
+        top_p = checked_number("top_p", config.top_p if top_p is None else top_p)
+        seed = checked_seed(seed)
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature}")
         if not 0 < top_p <= 1:
             raise ValueError(f"`top_p` must be in (0, 1]. Received: top_p={top_p}")
-        context = _context(inputs)
+        context = checked_context(inputs)
         if prediction_length > config.prediction_length:
             message = (
                 f"prediction_length={prediction_length} exceeds the model's "
@@ -361,7 +310,7 @@ class ChronosPipeline:
             `(quantiles, mean)`: float32 `(n_series, prediction_length,
             n_quantiles)` and `(n_series, prediction_length)`.
         """
-        levels = _quantile_levels(quantile_levels)
+        levels = checked_quantile_levels(quantile_levels)
         samples = self.predict(inputs, prediction_length=prediction_length, **predict_kwargs)
         quantiles = np.quantile(samples, levels, axis=1).transpose(1, 2, 0)
         return quantiles.astype(np.float32), samples.mean(axis=1).astype(np.float32)
@@ -446,36 +395,19 @@ class ChronosPipeline:
         >>> forecast["timestamp"].dt.strftime("%m-%d").tolist()
         ['01-11', '01-12', '01-11', '01-12']
         """
-        from chronos_moe.data.long_frame import LongFrameSeries, forecast_frame
+        from chronos_moe.pipeline_dataframe import forecast_long_frame
 
-        prediction_length = positive_int(
-            "prediction_length",
-            self.config.prediction_length if prediction_length is None else prediction_length,
-        )
-        levels = _quantile_levels(quantile_levels)
-        batch_size = positive_int("batch_size", batch_size)
-        series = LongFrameSeries.from_frame(
-            df, id_column, timestamp_column, target, validate_inputs=validate_inputs
-        )
-        timestamps = series.future_timestamps(prediction_length, freq)
-        progress = None
-        if verbose:
-            from keras.utils import Progbar
-
-            progress = Progbar(len(series), unit_name="series", verbose=1)
-        quantiles, mean = [], []
-        for start in range(0, len(series), batch_size):
-            chunk = series.values[start : start + batch_size]
-            q, m = self.predict_quantiles(
-                chunk, prediction_length, quantile_levels=levels, **predict_kwargs
-            )
-            quantiles.append(q)
-            mean.append(m)
-            if progress is not None:
-                progress.add(len(chunk))
-        levels_as_given = list(quantile_levels)
-        return forecast_frame(
-            series, timestamps, levels_as_given, np.concatenate(quantiles), np.concatenate(mean)
+        return forecast_long_frame(
+            self,
+            df,
+            (id_column, timestamp_column, target),
+            prediction_length,
+            quantile_levels,
+            batch_size=batch_size,
+            validate_inputs=validate_inputs,
+            freq=freq,
+            verbose=verbose,
+            **predict_kwargs,
         )
 
     def embed(self, context: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -486,7 +418,7 @@ class ChronosPipeline:
             the context length after truncation to the model's; + 1 for EOS) and
             the per-series scale `(n_series,)`.
         """
-        context = _context(context)
+        context = checked_context(context)
         batch = context.shape[0]
         token_ids, mask, scale, pad_cols = self._tokenize(context, batch)
         function = self._function(("encode",), lambda ids, m: self.model.encode(ids, m))
@@ -515,7 +447,7 @@ class ChronosPipeline:
                 "`route` needs a ChronosMoE model (build one with build_moe_chronos). "
                 f"Received: {type(self.model).__name__}"
             )
-        context = _context(context)
+        context = checked_context(context)
         batch = context.shape[0]
         token_ids, mask, _, _ = self._tokenize(context, batch)
         if self.model.level == "token":

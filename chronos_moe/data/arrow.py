@@ -32,11 +32,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from chronos_moe.data.arrow_schema import (  # noqa: F401 (the column names, re-exported)
+    SHAPE,
+    START,
+    TARGET,
+    check_schema,
+    check_start_values,
+)
 from chronos_moe.data.errors import DataError
-
-TARGET = "target"
-START = "start"
-SHAPE = "target._np_shape"  # GluonTS' `ArrowWriter(flatten_arrays=True)` layout
 
 # Values converted to float32 at once while scanning a file: bounds the scan's
 # temporary memory (about 20 bytes per value) independently of the file size.
@@ -104,7 +107,7 @@ class ArrowSeriesFile:
         self._map: pa.MemoryMappedFile | None = None
         try:
             self._open()
-            self._layout = self._check_schema(self.schema)
+            self._layout = check_schema(self.schema, self.name, self.format)
             self._scan()
         except BaseException:
             self.close()
@@ -153,74 +156,6 @@ class ArrowSeriesFile:
             self.schema = self._reader.schema
             self._offsets: list[int] = []  # byte offset of each record batch message
 
-    def _check_schema(self, schema: pa.Schema) -> str:
-        """Validates `start` and `target`; returns the target layout."""
-        try:
-            names = schema.names
-        except UnicodeDecodeError as error:
-            raise DataError(
-                f"corrupt schema: a column name is not UTF-8 ({error})", path=self.name
-            ) from None
-        for column in (TARGET, START):
-            if column not in names:
-                raise DataError(
-                    f"missing column '{column}'. Expected the GluonTS layout with columns "
-                    f"'start' (timestamp) and 'target' (list of numbers). Received columns: "
-                    f"{names}",
-                    path=self.name,
-                    field=column,
-                )
-        start_type = schema.field(START).type
-        if not (
-            pa.types.is_timestamp(start_type)
-            or pa.types.is_date(start_type)
-            or pa.types.is_string(start_type)
-            or pa.types.is_large_string(start_type)
-        ):
-            raise DataError(
-                f"expected a timestamp (or a date, or an ISO date string). Received type "
-                f"{start_type}",
-                path=self.name,
-                field=START,
-            )
-        target_type = schema.field(TARGET).type
-        expected = (
-            "expected a list of numbers (list<float>), or a list of such lists for a "
-            f"multivariate row (list<list<float>>). Received type {target_type}"
-        )
-        if not _is_list(target_type):
-            raise DataError(expected, path=self.name, field=TARGET)
-        inner = target_type.value_type
-        if _is_number(inner):
-            layout = "list"
-        elif _is_list(inner) and _is_number(inner.value_type):
-            layout = "nested"
-        else:
-            raise DataError(expected, path=self.name, field=TARGET)
-        if SHAPE in names:
-            shape_type = schema.field(SHAPE).type
-            if layout != "list" or not (
-                _is_list(shape_type) and pa.types.is_integer(shape_type.value_type)
-            ):
-                raise DataError(
-                    f"expected a list of integers [dims, time] next to a flat 'target'. "
-                    f"Received type {shape_type}",
-                    path=self.name,
-                    field=SHAPE,
-                )
-            layout = "flat_shape"
-        if self.format == "stream":
-            for field in schema:
-                if pa.types.is_dictionary(field.type):
-                    raise DataError(
-                        "dictionary-encoded columns are not supported in the IPC stream "
-                        "format (no random access); write the file in the IPC file format "
-                        "(`write_arrow` does)",
-                        path=self.name,
-                        field=field.name,
-                    )
-        return layout
-
     def _scan(self) -> None:
         """One streaming pass: validates every record batch and indexes its series."""
         lengths, missing = [], []
@@ -232,7 +167,7 @@ class ArrowSeriesFile:
             batch = self._next_scan_batch(batch_index)
             if batch is None:
                 break
-            self._check_start_values(batch)
+            check_start_values(batch, self.name, self.num_rows)
             view = self._decode(batch, batch_index)
             batch_missing, batch_infs = self._count_missing(view)
             lengths.append(view.lengths)
@@ -272,29 +207,6 @@ class ArrowSeriesFile:
                 f"truncated or corrupt: record batch {index} cannot be read ({error})",
                 path=self.name,
             ) from None
-
-    def _check_start_values(self, batch: pa.RecordBatch) -> None:
-        """String starts must all be ISO dates (one vectorized parse per record batch)."""
-        column = batch.column(START)
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-            return
-        values = column.to_numpy(zero_copy_only=False)
-        try:
-            np.asarray(values[column.is_valid().to_numpy(zero_copy_only=False)], "datetime64[s]")
-            return
-        except (TypeError, ValueError):
-            pass
-        for row, value in enumerate(values):
-            try:
-                if value is not None:
-                    np.datetime64(value)
-            except (TypeError, ValueError):
-                raise DataError(
-                    f"expected a timestamp; the string {value!r} is not an ISO date",
-                    path=self.name,
-                    row=self.num_rows + row,
-                    field=START,
-                ) from None
 
     # ---- decoding record batches ---------------------------------------------------
 
@@ -545,18 +457,6 @@ def _validated(batch: pa.RecordBatch) -> pa.RecordBatch:
     or reading out of bounds later."""
     batch.validate(full=True)
     return batch
-
-
-def _is_list(data_type: pa.DataType) -> bool:
-    return (
-        pa.types.is_list(data_type)
-        or pa.types.is_large_list(data_type)
-        or pa.types.is_fixed_size_list(data_type)
-    )
-
-
-def _is_number(data_type: pa.DataType) -> bool:
-    return pa.types.is_integer(data_type) or pa.types.is_floating(data_type)
 
 
 def _list_offsets(array: pa.Array) -> np.ndarray:

@@ -17,12 +17,7 @@ from chronos_moe.config import ChronosConfig
 from chronos_moe.data.arrow import ArrowSeriesFile
 from chronos_moe.data.errors import DataError
 from chronos_moe.data.report import DataReport
-from chronos_moe.data.source import (
-    InMemorySeries,
-    SeriesSource,
-    is_dataframe,
-    series_from_dataframe,
-)
+from chronos_moe.data.source import make_sources
 from chronos_moe.data.validation_windows import ValidationWindows
 from chronos_moe.data.windows import (
     TrainingWindows,
@@ -159,15 +154,7 @@ class ChronosDataset(keras.utils.PyDataset):
                 "their order is kept. Received: use_multiprocessing=True"
             )
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
-        if mode not in ("train", "validation"):
-            raise ValueError(f"`mode` must be 'train' or 'validation'. Received: mode={mode!r}")
-        positive_int("batch_size", batch_size)
-        positive_int("steps", steps, allow_none=True)
-        if mode == "validation" and drop_prob:
-            raise ValueError(
-                "Validation windows are not augmented: `drop_prob` applies to mode='train'. "
-                f"Received: drop_prob={drop_prob!r}"
-            )
+        _check_arguments(mode, batch_size, steps, drop_prob)
         self.tokenizer = _tokenizer(tokenizer, context_length, prediction_length)
         self.context_length = self.tokenizer.config.context_length
         self.prediction_length = self.tokenizer.config.prediction_length
@@ -182,15 +169,8 @@ class ChronosDataset(keras.utils.PyDataset):
             target_column=target_column,
         )
         check_probability(probability, len(self.sources))
-        for source in self.sources:
-            if source.inf_count and not allow_inf:
-                raise DataError(
-                    f"{source.inf_count} non-finite value(s) (±inf) in the targets; expected "
-                    "finite numbers, with NaN for a missing value. Replace them with NaN, or pass "
-                    "allow_inf=True to read them as missing",
-                    path=source.name,
-                    field="target",
-                )
+        if not allow_inf:
+            _check_finite(self.sources)
         self._lock = threading.RLock()
         if mode == "train":
             self._windows = TrainingWindows(
@@ -213,8 +193,14 @@ class ChronosDataset(keras.utils.PyDataset):
                 min_past=min_past,
                 max_missing_prop=max_missing_prop,
             )
-        self._settings = {
-            "mode": mode,
+        self._settings = self._describe(
+            min_past, max_missing_prop, probability, shuffle_buffer_length
+        )
+
+    def _describe(self, min_past, max_missing_prop, probability, shuffle_buffer_length) -> dict:
+        """The settings and sources this dataset was made with (JSON-ready)."""
+        return {
+            "mode": self.mode,
             "batch_size": self.batch_size,
             "context_length": self.context_length,
             "prediction_length": self.prediction_length,
@@ -223,7 +209,7 @@ class ChronosDataset(keras.utils.PyDataset):
             "probability": check_probability(probability, len(self.sources)).tolist(),
             "shuffle_buffer_length": int(shuffle_buffer_length),
             "drop_prob": getattr(self._windows, "drop_prob", 0.0),
-            "seed": int(seed),
+            "seed": int(self.seed),
             "tokenizer": {
                 **self.tokenizer.config.to_dict(),
                 "low_limit": self.tokenizer.low_limit,
@@ -417,53 +403,6 @@ class ChronosDataset(keras.utils.PyDataset):
         )
 
 
-def make_sources(
-    paths_or_data: Any,
-    id_column: str = "id",
-    timestamp_column: str | None = "timestamp",
-    target_column: str = "target",
-) -> list[SeriesSource]:
-    """Turns the data forms `ChronosDataset` accepts into a list of `SeriesSource`.
-
-    Example:
-
-    >>> import numpy as np
-    >>> [type(s).__name__ for s in make_sources([np.ones(5), np.ones(7)])]
-    ['InMemorySeries']
-    """
-
-    def one(item: Any, position: int | None) -> SeriesSource:
-        if isinstance(item, (str, os.PathLike)):
-            return ArrowSeriesFile(item)
-        if is_dataframe(item):
-            series = series_from_dataframe(item, id_column, timestamp_column, target_column)
-            name = "<DataFrame>" if position is None else f"<DataFrame {position}>"
-            return InMemorySeries(series, name=name)
-        if isinstance(item, SeriesSource):
-            return item
-        raise TypeError(
-            "Each data source must be a path to an Arrow file, a DataFrame or a SeriesSource. "
-            f"Received: {type(item).__name__}"
-        )
-
-    if isinstance(paths_or_data, np.ndarray):
-        data = paths_or_data[None] if paths_or_data.ndim == 1 else paths_or_data
-        return [InMemorySeries(data)]
-    if isinstance(paths_or_data, (list, tuple)):
-        if len(paths_or_data) == 0:
-            raise ValueError("`paths_or_data` must not be empty. Received: []")
-        containers = (str, os.PathLike, SeriesSource)
-        if all(isinstance(x, containers) or is_dataframe(x) for x in paths_or_data):
-            return [one(item, position) for position, item in enumerate(paths_or_data)]
-        if any(isinstance(x, containers) or is_dataframe(x) for x in paths_or_data):
-            raise TypeError(
-                "`paths_or_data` mixes data sources (paths, DataFrames) with arrays: pass a "
-                "list of sources, or a list of arrays (one in-memory dataset)."
-            )
-        return [InMemorySeries(list(paths_or_data))]
-    return [one(paths_or_data, None)]
-
-
 def _tokenizer(
     tokenizer: MeanScaleUniformBins | ChronosConfig,
     context_length: int | None,
@@ -487,3 +426,29 @@ def _tokenizer(
         config = dataclasses.replace(config, **overrides)
         tokenizer = MeanScaleUniformBins(tokenizer.low_limit, tokenizer.high_limit, config)
     return tokenizer
+
+
+def _check_arguments(mode: str, batch_size: int, steps: int | None, drop_prob) -> None:
+    """The named errors of `ChronosDataset`'s own settings."""
+    if mode not in ("train", "validation"):
+        raise ValueError(f"`mode` must be 'train' or 'validation'. Received: mode={mode!r}")
+    positive_int("batch_size", batch_size)
+    positive_int("steps", steps, allow_none=True)
+    if mode == "validation" and drop_prob:
+        raise ValueError(
+            "Validation windows are not augmented: `drop_prob` applies to mode='train'. "
+            f"Received: drop_prob={drop_prob!r}"
+        )
+
+
+def _check_finite(sources: list) -> None:
+    """A named error for the first source with ±inf targets."""
+    for source in sources:
+        if source.inf_count:
+            raise DataError(
+                f"{source.inf_count} non-finite value(s) (±inf) in the targets; expected "
+                "finite numbers, with NaN for a missing value. Replace them with NaN, or pass "
+                "allow_inf=True to read them as missing",
+                path=source.name,
+                field="target",
+            )

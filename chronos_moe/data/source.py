@@ -1,4 +1,5 @@
-"""Series sources: what the window samplers read, and the in-memory source.
+"""Series sources: what the window samplers read, the in-memory source, and
+`make_sources`, which turns the data forms `ChronosDataset` accepts into sources.
 
 A *source* is one dataset of univariate series (one Arrow file, one list of
 arrays, one DataFrame). Multivariate entries are split into one series per
@@ -11,11 +12,13 @@ reaches the tokenizer. Finite float64 values beyond the float32 range become
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from chronos_moe.data.arrow import ArrowSeriesFile
 from chronos_moe.data.errors import DataError
 
 
@@ -241,3 +244,50 @@ def _as_float32(element: Any, name: str, row: int) -> np.ndarray:
         )
     with np.errstate(over="ignore"):
         return values.astype(np.float32)
+
+
+def make_sources(
+    paths_or_data: Any,
+    id_column: str = "id",
+    timestamp_column: str | None = "timestamp",
+    target_column: str = "target",
+) -> list[SeriesSource]:
+    """Turns the data forms `ChronosDataset` accepts into a list of `SeriesSource`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> [type(s).__name__ for s in make_sources([np.ones(5), np.ones(7)])]
+    ['InMemorySeries']
+    """
+
+    def one(item: Any, position: int | None) -> SeriesSource:
+        if isinstance(item, (str, os.PathLike)):
+            return ArrowSeriesFile(item)
+        if is_dataframe(item):
+            series = series_from_dataframe(item, id_column, timestamp_column, target_column)
+            name = "<DataFrame>" if position is None else f"<DataFrame {position}>"
+            return InMemorySeries(series, name=name)
+        if isinstance(item, SeriesSource):
+            return item
+        raise TypeError(
+            "Each data source must be a path to an Arrow file, a DataFrame or a SeriesSource. "
+            f"Received: {type(item).__name__}"
+        )
+
+    if isinstance(paths_or_data, np.ndarray):
+        data = paths_or_data[None] if paths_or_data.ndim == 1 else paths_or_data
+        return [InMemorySeries(data)]
+    if isinstance(paths_or_data, (list, tuple)):
+        if len(paths_or_data) == 0:
+            raise ValueError("`paths_or_data` must not be empty. Received: []")
+        containers = (str, os.PathLike, SeriesSource)
+        if all(isinstance(x, containers) or is_dataframe(x) for x in paths_or_data):
+            return [one(item, position) for position, item in enumerate(paths_or_data)]
+        if any(isinstance(x, containers) or is_dataframe(x) for x in paths_or_data):
+            raise TypeError(
+                "`paths_or_data` mixes data sources (paths, DataFrames) with arrays: pass a "
+                "list of sources, or a list of arrays (one in-memory dataset)."
+            )
+        return [InMemorySeries(list(paths_or_data))]
+    return [one(paths_or_data, None)]

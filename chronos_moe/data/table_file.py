@@ -140,6 +140,22 @@ def _expand_wide(
         if id_column in table.column_names
         else np.arange(table.num_rows)
     )
+    timestamps = _wide_timestamps(table, name, timestamp_column, lengths, freq)
+    return pd.DataFrame(
+        {
+            id_column: np.repeat(ids, lengths),
+            timestamp_column: timestamps,
+            target: values,
+        }
+    )
+
+
+def _wide_timestamps(
+    table: pa.Table, name: str, timestamp_column: str, lengths: np.ndarray, freq
+) -> pd.DatetimeIndex:
+    """The timestamps of every value of a wide table: its column of timestamp
+    lists, or its `start` column continued by `freq` (or the file's `freq`
+    metadata); `lengths` are the series' lengths."""
     if timestamp_column in table.column_names and _is_list(
         table.schema.field(timestamp_column).type
     ):
@@ -153,7 +169,7 @@ def _expand_wide(
                 row=int(mismatched[0]),
                 field=timestamp_column,
             )
-        timestamps = pd.DatetimeIndex(stamps.flatten().to_pandas())
+        return pd.DatetimeIndex(stamps.flatten().to_pandas())
     elif "start" in table.column_names:
         metadata = table.schema.metadata or {}
         freq = freq or (metadata.get(b"freq") or b"").decode() or None
@@ -165,7 +181,7 @@ def _expand_wide(
             )
         starts = pd.DatetimeIndex(table.column("start").to_pandas())
         try:
-            timestamps = pd.DatetimeIndex(
+            return pd.DatetimeIndex(
                 np.concatenate(
                     [
                         pd.date_range(start, periods=n, freq=freq).to_numpy()
@@ -177,18 +193,10 @@ def _expand_wide(
             raise DataError(
                 f"cannot continue `start` by freq={freq!r} ({error})", path=name
             ) from None
-    else:
-        raise DataError(
-            f"the wide layout (a list of values per row) needs a `start` column or a "
-            f"`{timestamp_column}` column of lists. Received columns: {table.column_names}",
-            path=name,
-        )
-    return pd.DataFrame(
-        {
-            id_column: np.repeat(ids, lengths),
-            timestamp_column: timestamps,
-            target: values,
-        }
+    raise DataError(
+        f"the wide layout (a list of values per row) needs a `start` column or a "
+        f"`{timestamp_column}` column of lists. Received columns: {table.column_names}",
+        path=name,
     )
 
 

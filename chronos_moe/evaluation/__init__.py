@@ -6,7 +6,8 @@
   and Seasonal Naive baselines on the last `prediction_length` points of every series
   (`evaluate.py`).
 * `analyze_routing`, `write_routing_report`, `run_analyze_experts`: which experts a
-  MoE model chooses and what they attract (`routing.py`).
+  MoE model chooses and what they attract (`routing.py`; the report in `routing_report.py`,
+  the series features in `features.py`).
 * `plot_forecast`, `plot_training_curves` and the routing plots (`plots.py`).
 """
 

@@ -162,17 +162,7 @@ def evaluate(
     >>> result.relative_wql, result.relative_mase
     (1.0, 1.0)
     """
-    if isinstance(pipeline, str):
-        if pipeline not in BASELINES:
-            raise ValueError(
-                f"`pipeline` must be a ChronosPipeline or one of {BASELINES}. "
-                f"Received: pipeline={pipeline!r}"
-            )
-    elif not hasattr(pipeline, "predict_quantiles"):
-        raise TypeError(
-            "`pipeline` must be a ChronosPipeline (or a baseline name). "
-            f"Received: {type(pipeline).__name__}"
-        )
+    _check_pipeline(pipeline)
     prediction_length = check_positive_int("prediction_length", prediction_length)
     batch_size = check_positive_int("batch_size", batch_size)
     levels = check_quantile_levels(quantile_levels)
@@ -217,7 +207,29 @@ def evaluate(
             )
         results.append(_score(split, season, levels, forecasts))
 
-    relative = {
+    relative = _relative_scores(results)
+    return EvaluationResult(results, prediction_length, tuple(levels.tolist()), relative)
+
+
+def _check_pipeline(pipeline: Any) -> None:
+    """A named error for a `pipeline` that is neither a pipeline nor a baseline name."""
+    if isinstance(pipeline, str):
+        if pipeline not in BASELINES:
+            raise ValueError(
+                f"`pipeline` must be a ChronosPipeline or one of {BASELINES}. "
+                f"Received: pipeline={pipeline!r}"
+            )
+    elif not hasattr(pipeline, "predict_quantiles"):
+        raise TypeError(
+            "`pipeline` must be a ChronosPipeline (or a baseline name). "
+            f"Received: {type(pipeline).__name__}"
+        )
+
+
+def _relative_scores(results: list) -> dict[str, dict[str, float]]:
+    """`method -> metric -> ` the geometric mean over datasets of the method's
+    score relative to Seasonal Naive's (`aggregate_relative_score`)."""
+    return {
         method: {
             metric: aggregate_relative_score(
                 {d.name: d.scores[method][metric] for d in results},
@@ -227,7 +239,6 @@ def evaluate(
         }
         for method in METHODS
     }
-    return EvaluationResult(results, prediction_length, tuple(levels.tolist()), relative)
 
 
 @dataclasses.dataclass

@@ -90,40 +90,11 @@ def plot_forecast(
     >>> len(figure.axes)
     1
     """
-    context = np.asarray(context, dtype=np.float64)
-    if context.ndim == 2 and context.shape[0] == 1:
-        context = context[0]
-    if context.ndim != 1 or context.size == 0:
-        raise ValueError(
-            f"`context` must be one non-empty series (1-D). Received: shape {context.shape}"
-        )
-    quantiles = np.asarray(forecast_quantiles, dtype=np.float64)
-    if quantiles.ndim == 3 and quantiles.shape[0] == 1:
-        quantiles = quantiles[0]
-    levels = np.asarray(quantile_levels, dtype=np.float64)
-    if quantiles.ndim != 2 or quantiles.shape[1] != levels.size:
-        raise ValueError(
-            "`forecast_quantiles` must have shape (prediction_length, len(quantile_levels)) = "
-            f"(h, {levels.size}). Received: shape {quantiles.shape}"
-        )
+    context, quantiles, levels, target = _checked_forecast(
+        context, forecast_quantiles, quantile_levels, target
+    )
     horizon = len(quantiles)
-    if target is not None:
-        target = np.asarray(target, dtype=np.float64).ravel()
-        if target.shape != (horizon,):
-            raise ValueError(
-                "`target` must hold one value per forecast step: shape (prediction_length,) = "
-                f"({horizon},). Received: target with shape {target.shape}"
-            )
-    if context_points is None:
-        context_points = max(4 * horizon, 20)
-    elif isinstance(context_points, bool) or not isinstance(context_points, (int, np.integer)):
-        raise TypeError(
-            f"`context_points` must be an integer >= 1. Received: context_points={context_points!r}"
-        )
-    elif context_points < 1:
-        raise ValueError(
-            f"`context_points` must be an integer >= 1. Received: context_points={context_points}"
-        )
+    context_points = _checked_context_points(context_points, horizon)
     low, median, high = (
         _level_column(levels, level, name)
         for level, name in ((0.1, "band"), (0.5, "median"), (0.9, "band"))
@@ -165,6 +136,51 @@ def plot_forecast(
     if title:
         axes.set_title(title)
     return _save(figure, path)
+
+
+def _checked_forecast(context, forecast_quantiles, quantile_levels, target):
+    """`plot_forecast`'s series as float64 arrays, checked: `(context,
+    quantiles, levels, target)`, `target` None when not given."""
+    context = np.asarray(context, dtype=np.float64)
+    if context.ndim == 2 and context.shape[0] == 1:
+        context = context[0]
+    if context.ndim != 1 or context.size == 0:
+        raise ValueError(
+            f"`context` must be one non-empty series (1-D). Received: shape {context.shape}"
+        )
+    quantiles = np.asarray(forecast_quantiles, dtype=np.float64)
+    if quantiles.ndim == 3 and quantiles.shape[0] == 1:
+        quantiles = quantiles[0]
+    levels = np.asarray(quantile_levels, dtype=np.float64)
+    if quantiles.ndim != 2 or quantiles.shape[1] != levels.size:
+        raise ValueError(
+            "`forecast_quantiles` must have shape (prediction_length, len(quantile_levels)) = "
+            f"(h, {levels.size}). Received: shape {quantiles.shape}"
+        )
+    horizon = len(quantiles)
+    if target is not None:
+        target = np.asarray(target, dtype=np.float64).ravel()
+        if target.shape != (horizon,):
+            raise ValueError(
+                "`target` must hold one value per forecast step: shape (prediction_length,) = "
+                f"({horizon},). Received: target with shape {target.shape}"
+            )
+    return context, quantiles, levels, target
+
+
+def _checked_context_points(context_points, horizon: int) -> int:
+    """`context_points`, checked; None means 4 × `horizon` (at least 20)."""
+    if context_points is None:
+        return max(4 * horizon, 20)
+    elif isinstance(context_points, bool) or not isinstance(context_points, (int, np.integer)):
+        raise TypeError(
+            f"`context_points` must be an integer >= 1. Received: context_points={context_points!r}"
+        )
+    elif context_points < 1:
+        raise ValueError(
+            f"`context_points` must be an integer >= 1. Received: context_points={context_points}"
+        )
+    return context_points
 
 
 def plot_training_curves(

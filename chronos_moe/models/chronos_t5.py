@@ -19,18 +19,12 @@ from chronos_moe.layers.common import invoke, normal_initializer, register
 from chronos_moe.layers.dropout import FastDropout
 from chronos_moe.layers.layer_norm import T5LayerNorm
 from chronos_moe.layers.position_bias import T5RelativePositionBias
+from chronos_moe.models.labels import (  # noqa: F401 (IGNORE_INDEX re-exported)
+    IGNORE_INDEX,
+    masked_cross_entropy,
+    shift_right,
+)
 from chronos_moe.validation import positive_int
-
-IGNORE_INDEX = -100
-
-
-def shift_right(labels, decoder_start_token_id: int = 0, pad_token_id: int = 0):
-    """Decoder inputs from labels, as T5 trains: start token in front, the last
-    label dropped, ignored positions (-100) replaced by the pad token."""
-    labels = ops.convert_to_tensor(labels, "int32")
-    start = ops.full((ops.shape(labels)[0], 1), decoder_start_token_id, "int32")
-    shifted = ops.concatenate([start, labels[:, :-1]], axis=1)
-    return ops.where(shifted == IGNORE_INDEX, pad_token_id, shifted)
 
 
 def padding_bias(mask):
@@ -39,27 +33,40 @@ def padding_bias(mask):
     return (1.0 - keep) * MASK_BIAS
 
 
-def masked_cross_entropy(labels, logits):
-    """Mean token cross-entropy over positions whose label is not -100.
-
-    Computed in float32 (half-precision log-softmax over 4096 classes is too
-    coarse). Matches `torch.nn.CrossEntropyLoss(ignore_index=-100)`.
-    """
-    labels = ops.convert_to_tensor(labels, "int32")
-    valid = labels != IGNORE_INDEX
-    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
-    safe = ops.where(valid, labels, 0)
-    picked = ops.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0]
-    valid = ops.cast(valid, "float32")
-    return -ops.sum(picked * valid) / ops.maximum(ops.sum(valid), 1.0)
-
-
 def format_count(count: int) -> str:
     """A parameter count for people: `8.39M`, `46.2k`, `120`."""
     for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if count >= limit:
             return f"{count / limit:.3g}{suffix}"
     return str(count)
+
+
+def _chronos_config(chronos_config: dict[str, Any] | None, vocab_size: int) -> ChronosConfig:
+    """The `ChronosConfig` of a model with `vocab_size` tokens (n_tokens must match)."""
+    chronos = ChronosConfig.from_dict(chronos_config or {"n_tokens": vocab_size})
+    if chronos.n_tokens != vocab_size:
+        raise ValueError(
+            "chronos_config.n_tokens must equal the model's vocab_size. "
+            f"Received: n_tokens={chronos.n_tokens}, vocab_size={vocab_size}"
+        )
+    return chronos
+
+
+def _feed_forward_layers(
+    layers: dict[str, keras.Layer] | None, num_layers: int, num_decoder_layers: int
+) -> dict[str, keras.Layer]:
+    """`layers` (block name -> feed-forward layer) checked against the model's blocks."""
+    layers = dict(layers or {})
+    block_names = [f"encoder_block_{i}" for i in range(num_layers)] + [
+        f"decoder_block_{i}" for i in range(num_decoder_layers)
+    ]
+    unknown = sorted(set(layers) - set(block_names))
+    if unknown:
+        raise ValueError(
+            f"`feed_forward_layers` names blocks this model does not have. "
+            f"Received: {unknown} (blocks: encoder_block_0…, decoder_block_0…)"
+        )
+    return layers
 
 
 @register
@@ -154,12 +161,7 @@ class ChronosT5(keras.Model):
         ):
             positive_int(name, value)
         num_decoder_layers = num_layers if num_decoder_layers is None else num_decoder_layers
-        chronos = ChronosConfig.from_dict(chronos_config or {"n_tokens": vocab_size})
-        if chronos.n_tokens != vocab_size:
-            raise ValueError(
-                "chronos_config.n_tokens must equal the model's vocab_size. "
-                f"Received: n_tokens={chronos.n_tokens}, vocab_size={vocab_size}"
-            )
+        chronos = _chronos_config(chronos_config, vocab_size)
         self.vocab_size = vocab_size
         self.d_model = d_model
         self.d_kv = d_kv
@@ -178,80 +180,74 @@ class ChronosT5(keras.Model):
         self.eos_token_id = eos_token_id
         self.initializer_factor = initializer_factor
         self.chronos_config = chronos
-        feed_forward_layers = dict(feed_forward_layers or {})
-        block_names = [f"encoder_block_{i}" for i in range(num_layers)] + [
-            f"decoder_block_{i}" for i in range(num_decoder_layers)
-        ]
-        unknown = sorted(set(feed_forward_layers) - set(block_names))
-        if unknown:
-            raise ValueError(
-                f"`feed_forward_layers` names blocks this model does not have. "
-                f"Received: {unknown} (blocks: encoder_block_0…, decoder_block_0…)"
-            )
-        self.feed_forward_layers = feed_forward_layers
+        self.feed_forward_layers = _feed_forward_layers(
+            feed_forward_layers, num_layers, num_decoder_layers
+        )
+        self._make_layers()
+        self.build()
 
-        factor = initializer_factor
+    def _make_layers(self) -> None:
+        """The embedding, both stacks of blocks and the head, from the stored settings."""
+        factor = self.initializer_factor
         # HF `_init_weights`: shared embedding ~ N(0, factor²); relative bias
         # ~ factor · d_model^-0.5; untied lm_head ~ factor · d_model^-0.5.
         self.shared = keras.layers.Embedding(
-            vocab_size,
-            d_model,
+            self.vocab_size,
+            self.d_model,
             embeddings_initializer=normal_initializer(factor),
             dtype=self.dtype_policy,
             name="shared",
         )
-
-        def blocks(prefix, count, is_decoder):
-            return [
-                T5Block(
-                    num_heads,
-                    d_kv,
-                    d_ff,
-                    is_decoder=is_decoder,
-                    feed_forward_proj=feed_forward_proj,
-                    dropout_rate=dropout_rate,
-                    layer_norm_epsilon=layer_norm_epsilon,
-                    initializer_factor=factor,
-                    hidden_dim=d_model,
-                    feed_forward=feed_forward_layers.get(f"{prefix}_block_{i}"),
-                    dtype=self.dtype_policy,
-                    name=f"{prefix}_block_{i}",
-                )
-                for i in range(count)
-            ]
-
-        def position_bias(name, bidirectional):
-            return T5RelativePositionBias(
-                num_heads,
-                relative_attention_num_buckets,
-                relative_attention_max_distance,
-                bidirectional=bidirectional,
-                initializer_stddev=factor * d_model**-0.5,
-                dtype=self.dtype_policy,
-                name=name,
-            )
-
-        self.encoder_position_bias = position_bias("encoder_position_bias", True)
-        self.encoder_blocks = blocks("encoder", num_layers, False)
+        self.encoder_position_bias = self._position_bias("encoder_position_bias", True)
+        self.encoder_blocks = self._blocks("encoder", self.num_layers, False)
         self.encoder_final_norm = T5LayerNorm(
-            layer_norm_epsilon, dtype=self.dtype_policy, name="encoder_final_norm"
+            self.layer_norm_epsilon, dtype=self.dtype_policy, name="encoder_final_norm"
         )
-        self.decoder_position_bias = position_bias("decoder_position_bias", False)
-        self.decoder_blocks = blocks("decoder", num_decoder_layers, True)
+        self.decoder_position_bias = self._position_bias("decoder_position_bias", False)
+        self.decoder_blocks = self._blocks("decoder", self.num_decoder_layers, True)
         self.decoder_final_norm = T5LayerNorm(
-            layer_norm_epsilon, dtype=self.dtype_policy, name="decoder_final_norm"
+            self.layer_norm_epsilon, dtype=self.dtype_policy, name="decoder_final_norm"
         )
         self.lm_head = None
-        if not tie_word_embeddings:
+        if not self.tie_word_embeddings:
             self.lm_head = keras.layers.Dense(
-                vocab_size,
+                self.vocab_size,
                 use_bias=False,
-                kernel_initializer=normal_initializer(factor * d_model**-0.5),
+                kernel_initializer=normal_initializer(factor * self.d_model**-0.5),
                 dtype=self.dtype_policy,
                 name="lm_head",
             )
-        self.dropout = FastDropout(dropout_rate, dtype=self.dtype_policy)
-        self.build()
+        self.dropout = FastDropout(self.dropout_rate, dtype=self.dtype_policy)
+
+    def _blocks(self, prefix: str, count: int, is_decoder: bool) -> list[T5Block]:
+        return [
+            T5Block(
+                self.num_heads,
+                self.d_kv,
+                self.d_ff,
+                is_decoder=is_decoder,
+                feed_forward_proj=self.feed_forward_proj,
+                dropout_rate=self.dropout_rate,
+                layer_norm_epsilon=self.layer_norm_epsilon,
+                initializer_factor=self.initializer_factor,
+                hidden_dim=self.d_model,
+                feed_forward=self.feed_forward_layers.get(f"{prefix}_block_{i}"),
+                dtype=self.dtype_policy,
+                name=f"{prefix}_block_{i}",
+            )
+            for i in range(count)
+        ]
+
+    def _position_bias(self, name: str, bidirectional: bool) -> T5RelativePositionBias:
+        return T5RelativePositionBias(
+            self.num_heads,
+            self.relative_attention_num_buckets,
+            self.relative_attention_max_distance,
+            bidirectional=bidirectional,
+            initializer_stddev=self.initializer_factor * self.d_model**-0.5,
+            dtype=self.dtype_policy,
+            name=name,
+        )
 
     def build(self, input_shape=None):
         if self.built:

@@ -7,65 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
 from chronos_moe.layers.common import register
-from chronos_moe.models.chronos_t5 import (
-    ChronosT5,
-    format_count,
-    masked_cross_entropy,
-    shift_right,
-)
-from chronos_moe.moe.balancing import LoadBalancingRegularizer, validate_balancing
+from chronos_moe.models.chronos_t5 import ChronosT5, format_count
+from chronos_moe.models.labels import masked_cross_entropy, shift_right
+from chronos_moe.moe.arguments import validate_moe_arguments
+from chronos_moe.moe.balancing import LoadBalancingRegularizer
 from chronos_moe.moe.experts import MoEExpertHead
-from chronos_moe.moe.router import ContextRouter, validate_routing
-from chronos_moe.moe.token_experts import (
-    TokenExperts,
-    recording_routes,
-    validate_feed_forward_proj,
+from chronos_moe.moe.router import ContextRouter
+from chronos_moe.moe.token_experts import recording_routes, stack_routes
+from chronos_moe.moe.upcycling import (
+    base_output_scale,
+    expert_heads,
+    freeze_all_but_experts,
+    token_expert_layers,
+    with_token_experts,
 )
-from chronos_moe.validation import positive_int
-
-# Where the experts sit: one route per series (a head after the decoder) or
-# one route per token (the feed-forward layers of the T5 blocks).
-MOE_LEVELS = ("series", "token")
-# The per-layer routing `ChronosMoE.call` returns at the token level, per stack.
-TOKEN_ROUTING_KEYS = ("expert_indices", "gates", "router_probs", "router_logits")
-
-
-@register
-class ExpertUtilization(keras.metrics.Metric):
-    """Share of routing slots each expert received since the last reset.
-
-    `result()` is a dict `{"expert_0": share, …}` so that every expert appears
-    as its own entry in `History` and the progress bar.
-    """
-
-    def __init__(self, num_experts: int, name: str = "expert_utilization", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.num_experts = num_experts
-        self.counts = self.add_variable(shape=(num_experts,), initializer="zeros", name="counts")
-
-    def update_state(self, expert_indices, mask=None):
-        """Counts the slots of `expert_indices` `(..., k)`; `mask` `(...)`,
-        optional: the rows to count (padded tokens are not)."""
-        top_k = ops.shape(expert_indices)[-1]
-        indices = ops.reshape(expert_indices, (-1, top_k))
-        slots = ops.sum(ops.one_hot(indices, self.num_experts, dtype="float32"), axis=1)
-        if mask is not None:
-            slots = slots * ops.cast(ops.reshape(mask, (-1,)), "float32")[:, None]
-        self.counts.assign(self.counts + ops.sum(slots, axis=0))
-
-    def result(self):
-        shares = self.counts / ops.maximum(ops.sum(self.counts), 1.0)
-        return {f"expert_{i}": shares[i] for i in range(self.num_experts)}
-
-    def reset_state(self):
-        self.counts.assign(ops.zeros((self.num_experts,)))
-
-    def get_config(self):
-        return {**super().get_config(), "num_experts": self.num_experts}
+from chronos_moe.moe.utilization import ExpertUtilization
 
 
 @register
@@ -193,54 +152,47 @@ class ChronosMoE(keras.Model):
         self.lb_tracker = keras.metrics.Mean(name="lb_loss")
         self.z_tracker = keras.metrics.Mean(name="z_loss") if router_z_loss_weight > 0 else None
         self.utilization = ExpertUtilization(num_experts)
-        self.router = self.experts = None
         self.token_layers = token_expert_layers(base)
-        if level == "token":
-            if freeze_base:
-                for block in base.encoder_blocks + base.decoder_blocks:
-                    for layer in sublayers_except_experts(block):
-                        layer.trainable = False
-                for layer in (
-                    base.shared,
-                    base.encoder_position_bias,
-                    base.decoder_position_bias,
-                    base.encoder_final_norm,
-                    base.decoder_final_norm,
-                    base.lm_head,
-                ):
-                    if layer is not None:
-                        layer.trainable = False
-            self.built = True
-            return
-        self.router = ContextRouter(
-            num_experts,
-            top_k,
-            router_hidden_dim,
-            router_jitter_noise,
-            input_norm=router_input_norm,
-            balance_mode=load_balancing_mode,
-            balance_window=load_balancing_window,
-            bias_update_rate=bias_update_rate,
-            name="router",
-        )
-        self.experts = MoEExpertHead(
-            num_experts,
-            base.vocab_size,
-            self.expert_hidden_dim,
-            output_scale=base_output_scale(base),
-            dtype=base.dtype_policy,
-            name="experts",
-        )
-        if freeze_base:
+        self.router = self.experts = None
+        if level == "series":
+            self.router, self.experts = self._series_experts()
+        if freeze_base and level == "token":
+            freeze_all_but_experts(base)
+        elif freeze_base:
             base.trainable = False
         self.build()
+
+    def _series_experts(self) -> tuple[ContextRouter, MoEExpertHead]:
+        """Series level: the router and the expert heads, from the stored settings."""
+        router = ContextRouter(
+            self.num_experts,
+            self.top_k,
+            self.router_hidden_dim,
+            self.router_jitter_noise,
+            input_norm=self.router_input_norm,
+            balance_mode=self.load_balancing_mode,
+            balance_window=self.load_balancing_window,
+            bias_update_rate=self.bias_update_rate,
+            name="router",
+        )
+        experts = MoEExpertHead(
+            self.num_experts,
+            self.base.vocab_size,
+            self.expert_hidden_dim,
+            output_scale=base_output_scale(self.base),
+            dtype=self.base.dtype_policy,
+            name="experts",
+        )
+        return router, experts
 
     def build(self, input_shape=None):
         if self.built:
             return
-        hidden = (None, None, self.base.d_model)
-        self.router.build(hidden)
-        self.experts.build(hidden)
+        # The token level has no weights of its own (its experts sit in `base`).
+        if self.router is not None:
+            hidden = (None, None, self.base.d_model)
+            self.router.build(hidden)
+            self.experts.build(hidden)
         self.built = True
 
     def __repr__(self) -> str:
@@ -445,159 +397,6 @@ class ChronosMoE(keras.Model):
         return cls(**config)
 
 
-def validate_moe_arguments(
-    base,
-    num_experts,
-    top_k,
-    load_balancing_mode,
-    load_balancing_window,
-    bias_update_rate,
-    level="series",
-    moe_every=1,
-    **non_negative: float,
-) -> None:
-    """Every named error of `build_moe_chronos`, raised before any model is built."""
-    if not isinstance(base, ChronosT5):
-        raise TypeError(
-            f"`base` must be a ChronosT5 model. Received: base of type {type(base).__name__}"
-        )
-    validate_routing(num_experts, top_k)
-    validate_balancing(load_balancing_mode, load_balancing_window, bias_update_rate)
-    require_non_negative(**non_negative)
-    if level not in MOE_LEVELS:
-        raise ValueError(
-            f"`level` must be one of {', '.join(map(repr, MOE_LEVELS))}. Received: level={level!r}"
-        )
-    positive_int("moe_every", moe_every)
-    if level == "token":
-        validate_feed_forward_proj(base.feed_forward_proj)
-
-
-def token_expert_layers(base: ChronosT5) -> list[TokenExperts]:
-    """The `TokenExperts` among `base`'s feed-forward layers, encoder blocks
-    first, in block order."""
-    blocks = base.encoder_blocks + base.decoder_blocks
-    return [block.feed_forward for block in blocks if isinstance(block.feed_forward, TokenExperts)]
-
-
-def sublayers_except_experts(block) -> list:
-    """The sublayers of a T5 block other than its `TokenExperts` (for `freeze_base`)."""
-    layers = [block.self_attention_norm, block.self_attention, block.feed_forward_norm]
-    if block.is_decoder:
-        layers += [block.cross_attention_norm, block.cross_attention]
-    if not isinstance(block.feed_forward, TokenExperts):
-        layers.append(block.feed_forward)
-    elif block.feed_forward.shared is not None:
-        layers.append(block.feed_forward.shared)
-    return layers
-
-
-def stack_routes(records: list[dict], encoder_layers: int) -> dict:
-    """The routing records of `recording_routes`, stacked per stack over layers."""
-    stacks = {"encoder": records[:encoder_layers], "decoder": records[encoder_layers:]}
-    return {
-        f"{stack}_{key}": ops.stack([record[key] for record in chosen])
-        for stack, chosen in stacks.items()
-        if chosen
-        for key in TOKEN_ROUTING_KEYS
-    }
-
-
-def moe_block_names(num_layers: int, num_decoder_layers: int, moe_every: int) -> list[str]:
-    """The blocks whose feed-forward becomes experts: 0, `moe_every`, … in each stack."""
-    return [
-        f"{stack}_block_{i}"
-        for stack, count in (("encoder", num_layers), ("decoder", num_decoder_layers))
-        for i in range(0, count, moe_every)
-    ]
-
-
-def with_token_experts(
-    base: ChronosT5,
-    num_experts: int,
-    top_k: int,
-    expert_hidden_dim: int,
-    shared_expert: bool = True,
-    moe_every: int = 1,
-    **balance: Any,
-) -> ChronosT5:
-    """A copy of `base` whose chosen blocks have `TokenExperts` upcycled from
-    their dense feed-forward layers (`TokenExperts.upcycle`): same function,
-    same weights elsewhere. `base` itself is not changed."""
-    validate_feed_forward_proj(base.feed_forward_proj)
-    if not shared_expert and expert_hidden_dim != base.d_ff:
-        raise ValueError(
-            "Without a shared expert the routed experts are copies of the dense feed-forward, "
-            f"so `expert_hidden_dim` must equal d_ff. Received: expert_hidden_dim="
-            f"{expert_hidden_dim}, d_ff={base.d_ff}"
-        )
-    names = moe_block_names(base.num_layers, base.num_decoder_layers, moe_every)
-    layers = {
-        name: TokenExperts(
-            num_experts,
-            top_k,
-            intermediate_dim=expert_hidden_dim,
-            hidden_dim=base.d_model,
-            feed_forward_proj=base.feed_forward_proj,
-            shared_expert=shared_expert,
-            shared_intermediate_dim=base.d_ff,
-            dropout_rate=base.dropout_rate,
-            dtype=base.dtype_policy,
-            name="feed_forward",
-            **{f"balance_{k}" if k in ("mode", "window") else k: v for k, v in balance.items()},
-        )
-        for name in names
-    }
-    config = {**base.get_config(), "feed_forward_layers": layers}
-    model = ChronosT5(**config)
-    pairs = [
-        (base.shared, model.shared),
-        (base.encoder_position_bias, model.encoder_position_bias),
-        (base.decoder_position_bias, model.decoder_position_bias),
-        (base.encoder_final_norm, model.encoder_final_norm),
-        (base.decoder_final_norm, model.decoder_final_norm),
-    ]
-    if base.lm_head is not None:
-        pairs.append((base.lm_head, model.lm_head))
-    for old, new in zip(
-        base.encoder_blocks + base.decoder_blocks,
-        model.encoder_blocks + model.decoder_blocks,
-        strict=True,
-    ):
-        if isinstance(new.feed_forward, TokenExperts):
-            new.feed_forward.upcycle(old.feed_forward)
-        else:
-            pairs.append((old.feed_forward, new.feed_forward))
-        names = ["self_attention_norm", "self_attention", "feed_forward_norm"]
-        if old.is_decoder:
-            names += ["cross_attention_norm", "cross_attention"]
-        pairs += [(getattr(old, name), getattr(new, name)) for name in names]
-    for old, new in pairs:
-        new.set_weights(old.get_weights())
-    return model
-
-
-def base_output_scale(base: ChronosT5) -> float:
-    """The factor `s` with `logits = s · hidden @ M` for `base`: `d_model ** -0.5`
-    with a tied embedding head, else 1."""
-    return base.d_model**-0.5 if base.lm_head is None else 1.0
-
-
-def base_head_matrix(base: ChronosT5) -> np.ndarray:
-    """The `(d_model, vocab)` matrix `M` with `logits = s · hidden @ M` for `base`
-    (`s`: `base_output_scale`)."""
-    if base.lm_head is not None:
-        return np.asarray(keras.ops.convert_to_numpy(base.lm_head.kernel))
-    return np.asarray(keras.ops.convert_to_numpy(base.shared.embeddings)).T
-
-
-def require_non_negative(**values: float) -> None:
-    """A named error for the first negative value."""
-    for name, value in values.items():
-        if value < 0:
-            raise ValueError(f"`{name}` must be >= 0. Received: {name}={value}")
-
-
 def build_moe_chronos(
     base: ChronosT5,
     num_experts: int = 4,
@@ -698,10 +497,6 @@ def build_moe_chronos(
     )
     if level == "token":
         return model
-    matrix = base_head_matrix(base)
-    heads = np.repeat(matrix[None], num_experts, axis=0)
-    if expert_init_noise > 0:
-        rng = np.random.default_rng(seed)
-        heads = heads + rng.normal(0.0, expert_init_noise * matrix.std(), heads.shape)
+    heads = expert_heads(base, num_experts, expert_init_noise, seed)
     model.experts.head.assign(heads.astype(model.experts.head.dtype))
     return model

@@ -26,6 +26,8 @@ _RECORDS: contextvars.ContextVar[list | None] = contextvars.ContextVar(
 # Largest group of token slots that share one gathered copy of an expert's
 # weights (see `TokenExperts.dispatch`).
 MAX_TILE = 128
+# The per-layer routing `ChronosMoE.call` returns at the token level, per stack.
+TOKEN_ROUTING_KEYS = ("expert_indices", "gates", "router_probs", "router_logits")
 
 
 @contextlib.contextmanager
@@ -54,6 +56,17 @@ def recording_routes() -> Iterator[list[dict]]:
         yield records
     finally:
         _RECORDS.reset(token)
+
+
+def stack_routes(records: list[dict], encoder_layers: int) -> dict:
+    """The routing records of `recording_routes`, stacked per stack over layers."""
+    stacks = {"encoder": records[:encoder_layers], "decoder": records[encoder_layers:]}
+    return {
+        f"{stack}_{key}": ops.stack([record[key] for record in chosen])
+        for stack, chosen in stacks.items()
+        if chosen
+        for key in TOKEN_ROUTING_KEYS
+    }
 
 
 def tile_size(slots: int, num_experts: int) -> int:

@@ -310,63 +310,19 @@ def _write_report(
     evaluation_paths: list[str],
     held_out: bool,
 ) -> Path:
+    """`report.md` with its figures, and `summary.json`, into `output`."""
     from chronos_moe.atomic import write_text_atomically
-    from chronos_moe.backend import backend_info
-    from chronos_moe.evaluation import (
-        markdown_comparison,
-        plot_expert_utilization,
-        plot_training_curves,
-    )
+    from chronos_moe.evaluation import plot_expert_utilization, plot_training_curves
 
     plot_training_curves({run.name: run.log for run in runs}, output / "training_curves.png")
-    dense_run, moe_run = runs
     files = ", ".join(f"`{Path(p).name}`" for p in evaluation_paths)
-    info = backend_info()
-    lines = [
-        "# Dense vs Mixture-of-Experts Chronos",
-        "",
-        f"Both runs: {dense.max_steps} steps, batch {dense.per_device_train_batch_size}, "
-        f"context {dense.context_length}, prediction {dense.prediction_length}, seed {dense.seed}, "
-        f"model `{dense.model_id}`. MoE: {moe.num_experts} experts, top-{moe.num_active_experts}, "
-        f"balance weight {moe.load_balancing_weight}. Keras backend {info['backend']} "
-        f"on {info['device']}.",
-        "",
-        "## Training",
-        "",
-        "| model | final train CE | validation CE | s / step | time vs dense |",
-        "|---|---|---|---|---|",
-    ]
-    for run in runs:
-        ratio = run.seconds_per_step / dense_run.seconds_per_step
-        lines.append(
-            f"| {run.name} | {run.final_ce:.4f} | {run.validation_ce:.4f} | "
-            f"{run.seconds_per_step:.3f} | {ratio:.2f}x |"
-        )
-    lines += [
-        "",
-        "Train CE: mean over the last logged interval. Validation CE: the last window of every "
-        f"series of {files}. Time per step: after the first logged interval (compilation).",
-        "",
-        "![training curves](training_curves.png)",
-        "",
-        "## Forecast accuracy",
-        "",
-        f"The last {dense.prediction_length} points of every series of {files}"
-        + (
-            ", held out from training."
-            if held_out
-            else " — **not held out**: no `validation_data_paths` were given, so these are "
-            "points the models trained on."
-        ),
-        "WQL (quantiles 0.1 … 0.9) and MASE; the relative scores divide by Seasonal Naive's "
-        "(geometric mean over datasets): below 1 beats Seasonal Naive.",
-        "",
-        markdown_comparison({run.name: run.accuracy for run in runs}),
-        "",
-    ]
-    if moe_run.utilization is not None:
-        plot_expert_utilization(moe_run.utilization, path=output / "utilization.png")
-        shares = ", ".join(f"expert {i}: {u:.1%}" for i, u in enumerate(moe_run.utilization))
+    lines = _training_section(runs, dense, moe, files) + _accuracy_section(
+        runs, dense, files, held_out
+    )
+    utilization = runs[1].utilization
+    if utilization is not None:
+        plot_expert_utilization(utilization, path=output / "utilization.png")
+        shares = ", ".join(f"expert {i}: {u:.1%}" for i, u in enumerate(utilization))
         lines += [
             "## Expert utilisation",
             "",
@@ -394,3 +350,64 @@ def _write_report(
     }
     write_text_atomically(output / "summary.json", json.dumps(summary, indent=1))
     return report
+
+
+def _training_section(
+    runs: list[RunSummary], dense: TrainingConfig, moe: TrainingConfig, files: str
+) -> list[str]:
+    """The report's title, the shared settings and the training table."""
+    from chronos_moe.backend import backend_info
+
+    info = backend_info()
+    lines = [
+        "# Dense vs Mixture-of-Experts Chronos",
+        "",
+        f"Both runs: {dense.max_steps} steps, batch {dense.per_device_train_batch_size}, "
+        f"context {dense.context_length}, prediction {dense.prediction_length}, seed {dense.seed}, "
+        f"model `{dense.model_id}`. MoE: {moe.num_experts} experts, top-{moe.num_active_experts}, "
+        f"balance weight {moe.load_balancing_weight}. Keras backend {info['backend']} "
+        f"on {info['device']}.",
+        "",
+        "## Training",
+        "",
+        "| model | final train CE | validation CE | s / step | time vs dense |",
+        "|---|---|---|---|---|",
+    ]
+    for run in runs:
+        ratio = run.seconds_per_step / runs[0].seconds_per_step
+        lines.append(
+            f"| {run.name} | {run.final_ce:.4f} | {run.validation_ce:.4f} | "
+            f"{run.seconds_per_step:.3f} | {ratio:.2f}x |"
+        )
+    return lines + [
+        "",
+        "Train CE: mean over the last logged interval. Validation CE: the last window of every "
+        f"series of {files}. Time per step: after the first logged interval (compilation).",
+        "",
+        "![training curves](training_curves.png)",
+        "",
+    ]
+
+
+def _accuracy_section(
+    runs: list[RunSummary], dense: TrainingConfig, files: str, held_out: bool
+) -> list[str]:
+    """The forecast accuracy table of both runs and the baselines."""
+    from chronos_moe.evaluation import markdown_comparison
+
+    return [
+        "## Forecast accuracy",
+        "",
+        f"The last {dense.prediction_length} points of every series of {files}"
+        + (
+            ", held out from training."
+            if held_out
+            else " — **not held out**: no `validation_data_paths` were given, so these are "
+            "points the models trained on."
+        ),
+        "WQL (quantiles 0.1 … 0.9) and MASE; the relative scores divide by Seasonal Naive's "
+        "(geometric mean over datasets): below 1 beats Seasonal Naive.",
+        "",
+        markdown_comparison({run.name: run.accuracy for run in runs}),
+        "",
+    ]

@@ -25,6 +25,26 @@ class ConfigError(ValueError):
     """A training config that cannot be used; the message names the key."""
 
 
+# The settings that must be integers > 0.
+_POSITIVE = (
+    "context_length",
+    "prediction_length",
+    "max_steps",
+    "save_steps",
+    "log_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "n_tokens",
+    "num_samples",
+    "top_k",
+    "num_experts",
+    "num_active_experts",
+    "router_hidden_dim",
+    "load_balancing_window",
+    "moe_every",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """Everything a training run needs, with the reference script's defaults.
@@ -110,6 +130,13 @@ class TrainingConfig:
     max_consecutive_nan_skips: int = 5
 
     def __post_init__(self) -> None:
+        self._check_types()
+        self._check_numbers()
+        self._check_data()
+        self._check_run()
+
+    def _check_types(self) -> None:
+        """Every field against its annotation."""
         for name, annotation in typing.get_type_hints(type(self)).items():
             if not _matches(getattr(self, name), annotation):
                 value = getattr(self, name)
@@ -117,24 +144,10 @@ class TrainingConfig:
                     f"`{name}` must be of type {_describe(annotation)}. "
                     f"Received: {name}={value!r} ({type(value).__name__})"
                 )
-        positive = (
-            "context_length",
-            "prediction_length",
-            "max_steps",
-            "save_steps",
-            "log_steps",
-            "per_device_train_batch_size",
-            "gradient_accumulation_steps",
-            "n_tokens",
-            "num_samples",
-            "top_k",
-            "num_experts",
-            "num_active_experts",
-            "router_hidden_dim",
-            "load_balancing_window",
-            "moe_every",
-        )
-        for name in positive:
+
+    def _check_numbers(self) -> None:
+        """The ranges of the numeric settings."""
+        for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 _fail(name, getattr(self, name), "a positive integer")
         if self.min_past < 1:
@@ -164,6 +177,9 @@ class TrainingConfig:
                 "`num_active_experts` must be <= `num_experts`. Received: "
                 f"num_active_experts={self.num_active_experts}, num_experts={self.num_experts}"
             )
+
+    def _check_data(self) -> None:
+        """The training files, their sampling probabilities and the model to start from."""
         if not self.training_data_paths:
             _fail("training_data_paths", self.training_data_paths, "a non-empty list of files")
         if self.probability is not None:
@@ -184,6 +200,9 @@ class TrainingConfig:
                 f"({sorted(T5_PRESETS)}) or 'google/t5-efficient-<size>'. "
                 f"Received: model_id={self.model_id!r}"
             )
+
+    def _check_run(self) -> None:
+        """The run's limits and the `chronos_config` block."""
         if not (math.isfinite(self.max_expert_share) and 0 < self.max_expert_share <= 1):
             _fail("max_expert_share", self.max_expert_share, "a number in (0, 1]")
         if self.max_consecutive_nan_skips < 1:

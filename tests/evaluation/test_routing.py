@@ -13,6 +13,7 @@ from chronos_moe.evaluation import (
     series_features,
     write_routing_report,
 )
+from chronos_moe.evaluation import features as features_module
 from chronos_moe.evaluation import routing as routing_module
 from tests.evaluation.helpers import make_series
 
@@ -125,6 +126,7 @@ def test_write_routing_report_checks_examples_per_expert(moe_pipeline, tmp_path,
     assert not (tmp_path / "report").exists()
 
 
-def test_docstring_examples_run():
-    result = doctest.testmod(routing_module, optionflags=doctest.NORMALIZE_WHITESPACE)
+@pytest.mark.parametrize("module", [routing_module, features_module])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
