@@ -16,7 +16,7 @@ from chronos_moe import backend, checkpoints
 from chronos_moe.config import DEFAULT_QUANTILE_LEVELS, ChronosBoltConfig
 from chronos_moe.errors import CheckpointError
 from chronos_moe.models.chronos_bolt import ChronosBolt
-from chronos_moe.pipeline_inputs import checked_context, checked_quantile_levels
+from chronos_moe.pipeline_inputs import checked_context, checked_quantile_levels, checked_seed
 from chronos_moe.validation import positive_int
 
 logger = logging.getLogger("chronos_moe.pipeline")
@@ -156,6 +156,8 @@ class ChronosBoltPipeline:
         prediction_length: int | None = None,
         limit_prediction_length: bool = False,
         batch_size: int = 256,
+        num_samples: int | None = None,
+        seed: int | None = None,
     ) -> np.ndarray:
         """Quantile forecasts.
 
@@ -172,6 +174,11 @@ class ChronosBoltPipeline:
                 `prediction_length` exceeds the model's.
             batch_size: series per model call (a roll-out calls the model on
                 `len(quantiles)` rows per series). Defaults to `256`.
+            num_samples: must be `None`: Chronos-Bolt forecasts quantiles, not
+                sample paths. (Accepted so that code written for
+                `ChronosPipeline`, such as `evaluate` and the `forecast`
+                command, runs unchanged.)
+            seed: int or `None`, unused: the forecasts are deterministic.
 
         Returns:
             float32 array `(n_series, len(quantiles), prediction_length)`, the
@@ -183,6 +190,12 @@ class ChronosBoltPipeline:
             config.prediction_length if prediction_length is None else prediction_length,
         )
         batch_size = positive_int("batch_size", batch_size)
+        checked_seed(seed)
+        if num_samples is not None:
+            raise ValueError(
+                "Chronos-Bolt forecasts quantiles directly; `num_samples` applies to Chronos T5 "
+                f"models only. Received: num_samples={num_samples!r}"
+            )
         context = checked_context(inputs)
         if prediction_length > config.prediction_length:
             message = (

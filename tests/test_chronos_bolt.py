@@ -228,3 +228,57 @@ def test_predict_df_reports_the_median_as_predictions():
     np.testing.assert_array_equal(forecast["predictions"].to_numpy(), mean[0])
     np.testing.assert_array_equal(forecast["0.1"].to_numpy(), quantiles[0, :, 0])
     assert forecast["timestamp"].iloc[0] == pd.Timestamp("2024-01-01 12:00")
+
+
+# ---- code written for ChronosPipeline -------------------------------------------------
+
+
+def test_seed_is_accepted_and_num_samples_refused():
+    pipeline = ChronosBoltPipeline(small_bolt())
+    np.testing.assert_array_equal(pipeline.predict(context(), seed=3), pipeline.predict(context()))
+    with pytest.raises(ValueError, match="Received: num_samples=5"):
+        pipeline.predict_quantiles(context(), num_samples=5)
+    with pytest.raises(TypeError, match="Received: seed='a'"):
+        pipeline.predict(context(), seed="a")
+
+
+def test_evaluate_scores_a_bolt_pipeline():
+    from chronos_moe.evaluation import evaluate
+
+    series = [np.sin(np.arange(40.0) / 3 + k) + 5 for k in range(4)]
+    result = evaluate(ChronosBoltPipeline(small_bolt()), series, 4, seasonality=4, verbose=0)
+    assert np.isfinite(result.relative_wql) and np.isfinite(result.relative_mase)
+
+
+def test_the_forecast_command_reads_a_bolt_checkpoint(tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    from chronos_moe import cli
+
+    directory = save_chronos(small_bolt(), tmp_path / "bolt")
+    frame = pd.DataFrame(
+        {
+            "item_id": ["a"] * 20 + ["b"] * 20,
+            "timestamp": list(pd.date_range("2024-01-01", periods=20, freq="D")) * 2,
+            "target": np.arange(40.0),
+        }
+    )
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    output = tmp_path / "forecast.csv"
+    argv = ["forecast", "--model", directory, "--data", tmp_path / "data.csv"]
+    argv += ["--prediction-length", "3", "--output", output]
+    assert cli.main([str(arg) for arg in argv]) == 0, capsys.readouterr().err
+    written = pd.read_csv(output)
+    expected = ChronosBoltPipeline.from_pretrained(directory).predict_df(frame, prediction_length=3)
+    np.testing.assert_allclose(written["predictions"], expected["predictions"], rtol=1e-6)
+
+
+def test_training_from_a_bolt_checkpoint_is_refused_by_name(tmp_path):
+    from chronos_moe.training.config import ConfigError
+    from chronos_moe.training.run import build_model
+    from tests.training.helpers import make_data, small_config
+
+    directory = save_chronos(small_bolt(), tmp_path / "bolt")
+    train, _ = make_data(tmp_path)
+    config = small_config(directory, train, tmp_path / "run")
+    with pytest.raises(ConfigError, match="is a ChronosBolt checkpoint; training starts from"):
+        build_model(config)
