@@ -20,6 +20,7 @@ import safetensors
 import safetensors.numpy
 
 from chronos_moe.atomic import write_atomically
+from chronos_moe.checkpoints_bolt import bolt_config, bolt_head_weights, bolt_hf_config
 from chronos_moe.config import ChronosBoltConfig, ChronosConfig, model_family
 from chronos_moe.errors import CheckpointError
 from chronos_moe.models.chronos_bolt import ChronosBolt
@@ -92,12 +93,6 @@ T5_CONFIG_KEYS = (
     "pad_token_id",
     "eos_token_id",
     "initializer_factor",
-)
-# ChronosBolt arguments read from config.json (its vocabulary follows `use_reg_token`).
-BOLT_CONFIG_KEYS = tuple(
-    key
-    for key in T5_CONFIG_KEYS
-    if key not in ("vocab_size", "tie_word_embeddings", "pad_token_id", "eos_token_id")
 )
 
 
@@ -184,7 +179,7 @@ def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig | Chrono
             f"Received: {type(raw['chronos_config']).__name__}"
         )
     if family == "Chronos-Bolt":
-        return _bolt_config(raw, config_path)
+        return bolt_config(raw, config_path)
     try:
         chronos = ChronosConfig.from_dict(raw["chronos_config"])
     except (TypeError, ValueError) as error:
@@ -195,17 +190,6 @@ def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig | Chrono
     # `scale_decoder_outputs: false`; older files say `tie_word_embeddings: false`.
     if raw.get("scale_decoder_outputs") is not None:
         kwargs["tie_word_embeddings"] = bool(raw["scale_decoder_outputs"])
-    kwargs["chronos_config"] = chronos.to_dict()
-    return kwargs, chronos
-
-
-def _bolt_config(raw: dict[str, Any], config_path: Path) -> tuple[dict[str, Any], Any]:
-    """`read_config` of a Chronos-Bolt checkpoint."""
-    try:
-        chronos = ChronosBoltConfig.from_dict(raw["chronos_config"])
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{config_path}: invalid `chronos_config`: {error}") from None
-    kwargs = {key: raw[key] for key in BOLT_CONFIG_KEYS if key in raw and raw[key] is not None}
     kwargs["chronos_config"] = chronos.to_dict()
     return kwargs, chronos
 
@@ -281,13 +265,7 @@ def hf_weight_map(model: ChronosT5 | ChronosBolt | ChronosMoE) -> dict[str, tupl
             mapping.update(_block_weights(stack, i, block))
         mapping[f"{stack}.final_layer_norm.weight"] = (final_norm.scale, False)
     if isinstance(model, ChronosBolt):
-        for name in ("input_patch_embedding", "output_patch_embedding"):
-            block = getattr(model, name)
-            for layer in (block.hidden_layer, block.output_layer, block.residual_layer):
-                mapping[f"{name}.{layer.name}.weight"] = (layer.kernel, True)
-                mapping[f"{name}.{layer.name}.bias"] = (layer.bias, False)
-            if block.layer_norm is not None:
-                mapping[f"{name}.layer_norm.weight"] = (block.layer_norm.scale, False)
+        mapping.update(bolt_head_weights(model))
     elif model.lm_head is not None:
         mapping["lm_head.weight"] = (model.lm_head.kernel, True)
     return mapping
@@ -494,7 +472,7 @@ def hf_config(model: ChronosT5 | ChronosBolt | ChronosMoE) -> dict[str, Any]:
         config[MOE_CONFIG_KEY] = {key: getattr(model, key) for key in MOE_CONFIG_KEYS}
         return config
     if isinstance(model, ChronosBolt):
-        return _bolt_hf_config(model)
+        return bolt_hf_config(model)
     config = {key: getattr(model, key) for key in T5_CONFIG_KEYS}
     config.update(
         architectures=["T5ForConditionalGeneration"],
@@ -508,31 +486,6 @@ def hf_config(model: ChronosT5 | ChronosBolt | ChronosMoE) -> dict[str, Any]:
         dtype="float32",
         chronos_config=model.chronos_config.to_dict(),
     )
-    return config
-
-
-def _bolt_hf_config(model: ChronosBolt) -> dict[str, Any]:
-    """`hf_config` of a `ChronosBolt`: what the reference's Bolt checkpoints hold."""
-    config = {key: getattr(model, key) for key in BOLT_CONFIG_KEYS}
-    config.update(
-        architectures=["ChronosBoltModelForForecasting"],
-        chronos_pipeline_class="ChronosBoltPipeline",
-        model_type="t5",
-        vocab_size=model.vocab_size,
-        tie_word_embeddings=True,
-        pad_token_id=0,
-        eos_token_id=1,
-        is_encoder_decoder=True,
-        use_cache=True,
-        dense_act_fn="gelu_new"
-        if model.feed_forward_proj == "gated-gelu"
-        else model.feed_forward_proj.split("-")[-1],
-        is_gated_act=model.feed_forward_proj.startswith("gated-"),
-        dtype="float32",
-        chronos_config=model.chronos_config.to_dict(),
-    )
-    if model.chronos_config.use_reg_token:
-        config["reg_token_id"] = model.reg_token_id
     return config
 
 
