@@ -282,3 +282,33 @@ def test_training_from_a_bolt_checkpoint_is_refused_by_name(tmp_path):
     config = small_config(directory, train, tmp_path / "run")
     with pytest.raises(ConfigError, match="is a ChronosBolt checkpoint; training starts from"):
         build_model(config)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("feed_forward_proj", 2.5),
+        ("feed_forward_proj", "tanh"),
+        ("initializer_factor", -3),
+        ("initializer_factor", float("nan")),
+        ("d_model", "ten"),
+        ("num_heads", 0),
+        ("decoder_start_token_id", 5),
+        (("chronos_config", "context_length"), None),
+        (("chronos_config", "quantiles"), {"a": 1}),
+        (("chronos_config", "use_reg_token"), [1, 2]),
+    ],
+)
+def test_bad_bolt_config_values_are_named_checkpoint_errors(tmp_path, field, value):
+    directory = save_chronos(small_bolt(), tmp_path / "bolt")
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    if isinstance(field, tuple):
+        config[field[0]][field[1]] = value
+    else:
+        config[field] = value
+    path.write_text(json.dumps(config))
+    name = field[1] if isinstance(field, tuple) else field
+    with pytest.raises(CheckpointError, match=f"`{name}`.*Received: {name}=") as error:
+        load_chronos(directory)
+    assert "config.json" in str(error.value)

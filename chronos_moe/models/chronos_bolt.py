@@ -10,6 +10,7 @@ every step of the horizon at once.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -17,6 +18,7 @@ from keras import ops
 
 from chronos_moe.config import T5_PRESETS, ChronosBoltConfig
 from chronos_moe.layers.common import invoke, normal_initializer, register
+from chronos_moe.layers.feed_forward import FEED_FORWARD_PROJECTIONS
 from chronos_moe.layers.residual_block import ResidualBlock
 from chronos_moe.models.chronos_t5 import format_count
 from chronos_moe.models.t5_stacks import T5Stacks
@@ -155,6 +157,24 @@ class ChronosBolt(T5Stacks):
             ("num_heads", num_heads),
         ):
             positive_int(name, value)
+        if (
+            not isinstance(feed_forward_proj, str)
+            or feed_forward_proj not in FEED_FORWARD_PROJECTIONS
+        ):
+            raise ValueError(
+                f"`feed_forward_proj` must be one of {FEED_FORWARD_PROJECTIONS}. "
+                f"Received: feed_forward_proj={feed_forward_proj!r}"
+            )
+        if (
+            isinstance(initializer_factor, bool)
+            or not isinstance(initializer_factor, (int, float))
+            or not math.isfinite(initializer_factor)
+            or initializer_factor < 0
+        ):
+            raise ValueError(
+                "`initializer_factor` must be a finite number >= 0. "
+                f"Received: initializer_factor={initializer_factor!r}"
+            )
         self.chronos_config = ChronosBoltConfig.from_dict(chronos_config or {})
         self.vocab_size = 2 if self.chronos_config.use_reg_token else 1
         if not 0 <= decoder_start_token_id < self.vocab_size:
