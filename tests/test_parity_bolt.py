@@ -74,10 +74,11 @@ def pipelines(tmp_path_factory):
     return get
 
 
-def series_batch(context_length: int, reg_token: bool) -> list[np.ndarray]:
+def series_batch(context_length: int) -> list[np.ndarray]:
     """Series of different lengths: with missing values, shorter than one patch,
-    longer than the context, constant (the scale's epsilon); with the [REG]
-    token also an all-missing one (every patch masked but the token)."""
+    longer than the context, constant (the scale's epsilon), all missing (every
+    patch masked: attention over masked positions only, unless the [REG] token
+    is there)."""
     rng = np.random.default_rng(context_length)
     series = [
         rng.normal(5.0, 3.0, context_length - 3),
@@ -88,8 +89,7 @@ def series_batch(context_length: int, reg_token: bool) -> list[np.ndarray]:
     ]
     series[0][[1, 7, 8]] = np.nan
     series[2][-4:-2] = np.nan
-    if reg_token:
-        series.append(np.full(7, np.nan))
+    series.append(np.full(7, np.nan))
     return [s.astype(np.float32) for s in series]
 
 
@@ -109,7 +109,7 @@ def horizons(model_length: int) -> list[int]:
 def test_predict_matches_the_reference(pipelines, name):
     ours, reference = pipelines(name)
     assert isinstance(ours, ChronosBoltPipeline)
-    series = series_batch(ours.model_context_length, ours.config.use_reg_token)
+    series = series_batch(ours.model_context_length)
     for horizon in horizons(ours.model_prediction_length):
         expected = reference.predict([torch.tensor(s) for s in series], prediction_length=horizon)
         forecast = ours.predict(series, prediction_length=horizon)
@@ -121,7 +121,7 @@ def test_predict_matches_the_reference(pipelines, name):
 @pytest.mark.parametrize("name", ["reg-token", "odd-shape"])
 def test_predict_quantiles_matches_the_reference(pipelines, name):
     ours, reference = pipelines(name)
-    series = series_batch(ours.model_context_length, ours.config.use_reg_token)
+    series = series_batch(ours.model_context_length)
     horizon = ours.model_prediction_length + 2
     for levels in ([0.1, 0.5, 0.9], [0.05, 0.15, 0.5, 0.62, 0.95]):  # on the grid, between, beyond
         expected = reference.predict_quantiles(
@@ -139,7 +139,7 @@ def test_predict_quantiles_matches_the_reference(pipelines, name):
 @pytest.mark.parametrize("name", ["reg-token", "no-reg-token", "odd-shape"])
 def test_embed_matches_the_reference(pipelines, name):
     ours, reference = pipelines(name)
-    series = series_batch(ours.model_context_length, ours.config.use_reg_token)
+    series = series_batch(ours.model_context_length)
     expected, (expected_loc, expected_scale) = reference.embed([torch.tensor(s) for s in series])
     embeddings, (loc, scale) = ours.embed(series)
     assert embeddings.shape == tuple(expected.shape)
@@ -153,7 +153,7 @@ def test_a_saved_checkpoint_forecasts_the_same_in_the_reference(pipelines, tmp_p
     ours.save_pretrained(tmp_path / "saved")
     reloaded = load_bolt_reference_pipeline(tmp_path / "saved")
     assert type(reloaded).__name__ == "ChronosBoltPipeline"
-    series = series_batch(ours.model_context_length, ours.config.use_reg_token)
+    series = series_batch(ours.model_context_length)
     expected = reloaded.predict([torch.tensor(s) for s in series])
     assert relative_error(ours.predict(series), expected.numpy()) <= RTOL
     again = ChronosPipeline.from_pretrained(tmp_path / "saved")
