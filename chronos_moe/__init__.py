@@ -1,4 +1,4 @@
-"""chronos-moe: Chronos T5 forecasting models in Keras 3, with Mixture-of-Experts.
+"""chronos-moe: Chronos T5 and Chronos-Bolt forecasting models in Keras 3, with Mixture-of-Experts.
 
 Importing the package chooses the Keras backend (`backend_choice.select_backend`:
 ``KERAS_BACKEND`` if set, else torch when installed, else JAX) before any
@@ -29,6 +29,7 @@ _EXPORTS = {
     "backend_info": "chronos_moe.backend",
     "CheckpointError": "chronos_moe.errors",
     "ChronosConfig": "chronos_moe.config",
+    "ChronosBoltConfig": "chronos_moe.config",
     "read_arrow": "chronos_moe.data.arrow",
     "write_arrow": "chronos_moe.data.arrow",
     "ChronosDataset": "chronos_moe.data.dataset",
@@ -47,12 +48,14 @@ _EXPORTS = {
     "analyze_routing": "chronos_moe.evaluation.routing",
     "RoutingAnalysis": "chronos_moe.evaluation.routing",
     "ChronosT5": "chronos_moe.models.chronos_t5",
+    "ChronosBolt": "chronos_moe.models.chronos_bolt",
     "LoadBalancingRegularizer": "chronos_moe.moe.balancing",
     "MoEExpertHead": "chronos_moe.moe.experts",
     "build_moe_chronos": "chronos_moe.moe.model",
     "ChronosMoE": "chronos_moe.moe.model",
     "ContextRouter": "chronos_moe.moe.router",
     "ChronosPipeline": "chronos_moe.pipeline",
+    "ChronosBoltPipeline": "chronos_moe.pipeline_bolt",
     "load_model": "chronos_moe.saving",
     "MeanScaleUniformBins": "chronos_moe.tokenizer",
     "compare": "chronos_moe.training.compare",
@@ -65,6 +68,9 @@ _EXPORTS = {
 
 __all__ = [
     "CheckpointError",
+    "ChronosBolt",
+    "ChronosBoltConfig",
+    "ChronosBoltPipeline",
     "ChronosConfig",
     "ChronosDataset",
     "ChronosMoE",
@@ -103,7 +109,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from chronos_moe.backend import backend_info
-    from chronos_moe.config import ChronosConfig
+    from chronos_moe.config import ChronosBoltConfig, ChronosConfig
     from chronos_moe.data.arrow import read_arrow, write_arrow
     from chronos_moe.data.dataset import ChronosDataset
     from chronos_moe.data.errors import DataError
@@ -120,12 +126,14 @@ if TYPE_CHECKING:
     from chronos_moe.evaluation.plots import plot_forecast, plot_training_curves
     from chronos_moe.evaluation.results import EvaluationResult
     from chronos_moe.evaluation.routing import RoutingAnalysis, analyze_routing
+    from chronos_moe.models.chronos_bolt import ChronosBolt
     from chronos_moe.models.chronos_t5 import ChronosT5
     from chronos_moe.moe.balancing import LoadBalancingRegularizer
     from chronos_moe.moe.experts import MoEExpertHead
     from chronos_moe.moe.model import ChronosMoE, build_moe_chronos
     from chronos_moe.moe.router import ContextRouter
     from chronos_moe.pipeline import ChronosPipeline
+    from chronos_moe.pipeline_bolt import ChronosBoltPipeline
     from chronos_moe.saving import load_model
     from chronos_moe.tokenizer import MeanScaleUniformBins
     from chronos_moe.training.compare import compare

@@ -1,9 +1,11 @@
-"""Hugging Face Chronos checkpoints ⇄ `ChronosT5` weights, without pickle.
+"""Hugging Face Chronos checkpoints ⇄ `ChronosT5` / `ChronosBolt` weights, without pickle.
 
 A checkpoint is a directory (or a hub id resolved to one) holding
 `config.json` — a `T5Config` plus a `chronos_config` block — and
 `model.safetensors` (or sharded `model-*.safetensors` with an index). Names
-follow transformers' T5; linear weights are stored `(out, in)`.
+follow transformers' T5 (and the reference's `ChronosBoltModelForForecasting`);
+linear weights are stored `(out, in)`. The model family (Chronos T5 or
+Chronos-Bolt) is read from the config (`config.model_family`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import safetensors
 import safetensors.numpy
 
 from chronos_moe.atomic import write_atomically
-from chronos_moe.config import ChronosConfig, check_model_family
+from chronos_moe.checkpoints_bolt import bolt_config, bolt_head_weights, bolt_hf_config
+from chronos_moe.config import ChronosBoltConfig, ChronosConfig, model_family
 from chronos_moe.errors import CheckpointError
+from chronos_moe.models.chronos_bolt import ChronosBolt
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE
 from chronos_moe.moe.token_experts import TokenExperts
@@ -145,8 +149,9 @@ def read_json(path: Path, what: str = "file") -> Any:
         raise CheckpointError(f"{path} is not valid JSON: {error}") from None
 
 
-def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig]:
-    """ChronosT5 keyword arguments and the `ChronosConfig` of a checkpoint."""
+def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig | ChronosBoltConfig]:
+    """The model's keyword arguments and its `chronos_config`: `ChronosT5`'s and
+    a `ChronosConfig`, or `ChronosBolt`'s and a `ChronosBoltConfig`."""
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
         raise CheckpointError(f"No {CONFIG_NAME} in checkpoint directory {str(directory)!r}.")
@@ -156,7 +161,7 @@ def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig]:
             f"{config_path} must hold a JSON object. Received: {type(raw).__name__}"
         )
     try:
-        check_model_family(raw)  # Chronos-Bolt and Chronos-2, named as such
+        family = model_family(raw)  # Chronos-2 is refused by name
     except ValueError as error:
         raise CheckpointError(f"{config_path}: {error}") from None
     if "chronos_config" not in raw:
@@ -173,6 +178,8 @@ def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig]:
             f"{config_path}: `chronos_config` must be a JSON object. "
             f"Received: {type(raw['chronos_config']).__name__}"
         )
+    if family == "Chronos-Bolt":
+        return bolt_config(raw, config_path)
     try:
         chronos = ChronosConfig.from_dict(raw["chronos_config"])
     except (TypeError, ValueError) as error:
@@ -230,10 +237,12 @@ def _shard_names(index: Path) -> list[str]:
     return names
 
 
-def hf_weight_map(model: ChronosT5 | ChronosMoE) -> dict[str, tuple[Any, bool]]:
+def hf_weight_map(model: ChronosT5 | ChronosBolt | ChronosMoE) -> dict[str, tuple[Any, bool]]:
     """Maps each checkpoint weight name to `(keras variable, transposed)`.
 
-    Dense weights carry transformers' T5 names; a `ChronosMoE` adds its router
+    Dense weights carry transformers' T5 names; `ChronosBolt` adds its patch
+    embedding and output blocks under the reference's names
+    (`input_patch_embedding.hidden_layer.weight`, …); a `ChronosMoE` adds its router
     and experts under `moe.` (`moe.router.hidden.kernel`, `moe.experts.head`, …),
     so the reference `chronos` package still reads the base model. Token-level
     experts sit under `moe.<stack>.block.<i>.experts.` (`wi`, `wo`, `router`,
@@ -255,7 +264,9 @@ def hf_weight_map(model: ChronosT5 | ChronosMoE) -> dict[str, tuple[Any, bool]]:
         for i, block in enumerate(blocks):
             mapping.update(_block_weights(stack, i, block))
         mapping[f"{stack}.final_layer_norm.weight"] = (final_norm.scale, False)
-    if model.lm_head is not None:
+    if isinstance(model, ChronosBolt):
+        mapping.update(bolt_head_weights(model))
+    elif model.lm_head is not None:
         mapping["lm_head.weight"] = (model.lm_head.kernel, True)
     return mapping
 
@@ -319,16 +330,17 @@ def _block_weights(stack: str, i: int, block) -> dict[str, tuple[Any, bool]]:
 
 
 def assign_hf_weights(
-    model: ChronosT5 | ChronosMoE, tensors: dict[str, np.ndarray], source: str = ""
+    model: ChronosT5 | ChronosBolt | ChronosMoE, tensors: dict[str, np.ndarray], source: str = ""
 ) -> None:
     """Copies transformers-named tensors into `model`, after checking that every
     name and shape matches (nothing is assigned when anything is wrong)."""
     mapping = hf_weight_map(model)
     base = model.base if isinstance(model, ChronosMoE) else model
-    if base.lm_head is not None and "lm_head.weight" not in tensors and "shared.weight" in tensors:
+    lm_head = getattr(base, "lm_head", None)  # ChronosBolt has none
+    if lm_head is not None and "lm_head.weight" not in tensors and "shared.weight" in tensors:
         # An unscaled head that transformers 5 kept tied to the embedding.
         tensors = {**tensors, "lm_head.weight": tensors["shared.weight"]}
-    ignorable = set(TIED_ALIASES) | ({"lm_head.weight"} if base.lm_head is None else set())
+    ignorable = set(TIED_ALIASES) | ({"lm_head.weight"} if lm_head is None else set())
     missing = sorted(set(mapping) - set(tensors) - set(MOE_OPTIONAL_WEIGHTS))
     unexpected = sorted(set(tensors) - set(mapping) - ignorable)
     wrong_shapes = []
@@ -358,19 +370,27 @@ def assign_hf_weights(
         variable.assign(np.ascontiguousarray(value).astype(variable.dtype))
 
 
-def load_chronos(path_or_hub_id: str | os.PathLike) -> ChronosT5 | ChronosMoE:
-    """The model of a Chronos checkpoint: a `ChronosT5`, or a `ChronosMoE` when
-    `config.json` has a `chronos_moe_config` block."""
+def load_chronos(path_or_hub_id: str | os.PathLike) -> ChronosT5 | ChronosBolt | ChronosMoE:
+    """The model of a Chronos checkpoint: a `ChronosT5`, a `ChronosBolt` for a
+    Chronos-Bolt checkpoint, or a `ChronosMoE` when `config.json` has a
+    `chronos_moe_config` block."""
     directory = resolve_checkpoint(path_or_hub_id)
-    kwargs, _ = read_config(directory)
+    kwargs, chronos = read_config(directory)
+    is_bolt = isinstance(chronos, ChronosBoltConfig)
     moe_kwargs = read_json(directory / CONFIG_NAME).get(MOE_CONFIG_KEY)
     if moe_kwargs is not None and not isinstance(moe_kwargs, dict):
         raise CheckpointError(f"{directory / CONFIG_NAME}: `{MOE_CONFIG_KEY}` must be an object")
+    if moe_kwargs is not None and is_bolt:
+        raise CheckpointError(
+            f"{directory / CONFIG_NAME}: a Chronos-Bolt checkpoint with a `{MOE_CONFIG_KEY}` "
+            "block; chronos-moe builds experts on Chronos T5 models only so far."
+        )
     tensors = read_weights(directory)
     # A config can ask for any size; the weights file cannot lie about its own.
     # Refuse before building a model far larger than the weights it would hold
     # (small differences get the precise missing/shape report further down).
-    needed = minimum_parameter_count(kwargs, moe_kwargs or {})
+    count_kwargs = {**kwargs, "vocab_size": 2} if is_bolt else kwargs
+    needed = minimum_parameter_count(count_kwargs, moe_kwargs or {})
     stored = sum(tensor.size for tensor in tensors.values())
     if needed > 2 * stored:
         raise CheckpointError(
@@ -378,7 +398,7 @@ def load_chronos(path_or_hub_id: str | os.PathLike) -> ChronosT5 | ChronosMoE:
             f"but its weights hold only {stored} values: config and weights do not match."
         )
     try:
-        model = ChronosT5(**kwargs)
+        model = ChronosBolt(**kwargs) if is_bolt else ChronosT5(**kwargs)
         if moe_kwargs is not None:
             unknown = sorted(set(moe_kwargs) - set(MOE_CONFIG_KEYS))
             if unknown:
@@ -438,19 +458,21 @@ def minimum_parameter_count(kwargs: dict[str, Any], moe_kwargs: dict[str, Any]) 
 def load_chronos_t5(path_or_hub_id: str | os.PathLike) -> ChronosT5:
     """A dense `ChronosT5` from a Hugging Face Chronos checkpoint."""
     model = load_chronos(path_or_hub_id)
-    if isinstance(model, ChronosMoE):
+    if not isinstance(model, ChronosT5):
         raise CheckpointError(
-            f"{path_or_hub_id} holds a ChronosMoE model; load it with `load_chronos`."
+            f"{path_or_hub_id} holds a {type(model).__name__} model; load it with `load_chronos`."
         )
     return model
 
 
-def hf_config(model: ChronosT5 | ChronosMoE) -> dict[str, Any]:
+def hf_config(model: ChronosT5 | ChronosBolt | ChronosMoE) -> dict[str, Any]:
     """The `config.json` content transformers and the `chronos` package read."""
     if isinstance(model, ChronosMoE):
         config = hf_config(model.base)
         config[MOE_CONFIG_KEY] = {key: getattr(model, key) for key in MOE_CONFIG_KEYS}
         return config
+    if isinstance(model, ChronosBolt):
+        return bolt_hf_config(model)
     config = {key: getattr(model, key) for key in T5_CONFIG_KEYS}
     config.update(
         architectures=["T5ForConditionalGeneration"],
@@ -467,7 +489,7 @@ def hf_config(model: ChronosT5 | ChronosMoE) -> dict[str, Any]:
     return config
 
 
-def save_chronos(model: ChronosT5 | ChronosMoE, directory: str | os.PathLike) -> Path:
+def save_chronos(model: ChronosT5 | ChronosBolt | ChronosMoE, directory: str | os.PathLike) -> Path:
     """Writes `config.json` + `model.safetensors` (float32) into `directory`.
 
     Files are written to temporary names and renamed into place, so an existing

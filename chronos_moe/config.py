@@ -102,7 +102,83 @@ class ChronosConfig:
         return dataclasses.asdict(self)
 
 
-# How the reference's other model families show in a checkpoint's config.json: their
+@dataclasses.dataclass(frozen=True)
+class ChronosBoltConfig:
+    """The ``chronos_config`` block of a Chronos-Bolt checkpoint's ``config.json``.
+
+    Field names and meanings are the reference implementation's
+    (`chronos.chronos_bolt.ChronosBoltConfig`): the series is cut into patches
+    of `input_patch_size` values every `input_patch_stride` steps, and the
+    model forecasts the `quantiles` of the next `prediction_length` steps at once.
+
+    Example:
+
+    >>> config = ChronosBoltConfig.from_dict({
+    ...     "context_length": 64, "prediction_length": 8, "input_patch_size": 16,
+    ...     "input_patch_stride": 16, "quantiles": [0.1, 0.5, 0.9], "use_reg_token": True})
+    >>> config.quantiles, config.use_reg_token
+    ((0.1, 0.5, 0.9), True)
+    """
+
+    context_length: int = 2048
+    prediction_length: int = 64
+    input_patch_size: int = 16
+    input_patch_stride: int = 16
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILE_LEVELS
+    use_reg_token: bool = False
+
+    def __post_init__(self) -> None:
+        for name in (
+            "context_length",
+            "prediction_length",
+            "input_patch_size",
+            "input_patch_stride",
+        ):
+            positive_int(name, getattr(self, name))
+        quantiles = self.quantiles
+        if (
+            isinstance(quantiles, (str, bytes))
+            or not isinstance(quantiles, (list, tuple))
+            or not quantiles
+            or not all(
+                isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q < 1
+                for q in quantiles
+            )
+        ):
+            raise ValueError(
+                "`quantiles` must be a non-empty list of numbers in (0, 1), such as "
+                f"[0.1, 0.5, 0.9]. Received: quantiles={quantiles!r}"
+            )
+        if list(quantiles) != sorted(set(quantiles)):
+            raise ValueError(
+                "`quantiles` must be increasing, without repeats. "
+                f"Received: quantiles={list(quantiles)!r}"
+            )
+        object.__setattr__(self, "quantiles", tuple(float(q) for q in quantiles))
+        if not isinstance(self.use_reg_token, bool):
+            raise ValueError(
+                f"`use_reg_token` must be a bool. Received: use_reg_token={self.use_reg_token!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ChronosBoltConfig:
+        """Builds the config from a ``chronos_config`` dict, naming unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown keys in the Chronos-Bolt chronos_config: {unknown}. "
+                f"Expected a subset of {sorted(known)}."
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["quantiles"] = list(self.quantiles)
+        return values
+
+
+# How the reference's model families show in a checkpoint's config.json: their
 # `architectures`, `chronos_pipeline_class` and `chronos_config` keys (ChronosBoltConfig
 # and the Chronos-2 forecasting config); both read patches of the series and output quantiles.
 OTHER_FAMILIES: dict[str, dict[str, frozenset[str]]] = {
@@ -115,26 +191,31 @@ OTHER_FAMILIES: dict[str, dict[str, frozenset[str]]] = {
         "keys": frozenset({"input_patch_size", "input_patch_stride", "quantiles", "use_reg_token"}),
     },
 }
+# The families chronos-moe loads; the others are refused by name.
+SUPPORTED_FAMILIES = ("Chronos-T5", "Chronos-Bolt")
 
 
-def check_model_family(config: dict[str, Any]) -> None:
-    """Refuses the config of a Chronos-Bolt or Chronos-2 checkpoint, naming the family.
+def model_family(config: dict[str, Any]) -> str:
+    """The model family of a checkpoint's `config.json`: `"Chronos-T5"` or
+    `"Chronos-Bolt"`; a `ValueError` naming Chronos-2, which is not supported.
 
-    chronos-moe loads Chronos T5 checkpoints only. Looks at the top-level
-    `architectures` and `chronos_pipeline_class` of a `config.json` and at the
-    keys of its `chronos_config` block (Chronos-2 is checked first: its block
-    has the Bolt keys too).
+    Looks at the top-level `architectures` and `chronos_pipeline_class` and at
+    the keys of the `chronos_config` block (Chronos-2 is checked first: its
+    block has the Bolt keys too). A config with none of these marks is T5.
 
     Args:
         config: dict. A checkpoint's `config.json`, or `{"chronos_config": block}`.
 
     Example:
 
-    >>> check_model_family({"architectures": ["T5ForConditionalGeneration"]})
-    >>> check_model_family({"architectures": ["ChronosBoltModelForForecasting"]})
+    >>> model_family({"architectures": ["T5ForConditionalGeneration"]})
+    'Chronos-T5'
+    >>> model_family({"architectures": ["ChronosBoltModelForForecasting"]})
+    'Chronos-Bolt'
+    >>> model_family({"architectures": ["Chronos2Model"]})
     Traceback (most recent call last):
     ...
-    ValueError: Chronos-Bolt checkpoints are not supported yet: ...
+    ValueError: Chronos-2 checkpoints are not supported yet: ...
     """
     architectures = config.get("architectures")
     named = [*architectures] if isinstance(architectures, list) else []
@@ -148,12 +229,40 @@ def check_model_family(config: dict[str, Any]) -> None:
             "chronos_config keys": keys & marks["keys"],
         }
         for where, found in evidence.items():
+            if found and family in SUPPORTED_FAMILIES:
+                return family
             if found:
                 raise ValueError(
                     f"{family} checkpoints are not supported yet: chronos-moe loads Chronos T5 "
-                    "checkpoints only (amazon/chronos-t5-tiny, -mini, -small, -base, -large and "
-                    f"models trained from them). Received: {where} {sorted(found)}"
+                    "(amazon/chronos-t5-*) and Chronos-Bolt (amazon/chronos-bolt-*) "
+                    f"checkpoints and models trained from them. Received: {where} {sorted(found)}"
                 )
+    return "Chronos-T5"
+
+
+def check_model_family(config: dict[str, Any], expected: str = "Chronos-T5") -> None:
+    """A `ValueError` unless `config` (a `config.json`, or `{"chronos_config":
+    block}`) is of the `expected` family (see `model_family`), naming the
+    family it is of.
+
+    Example:
+
+    >>> check_model_family({"architectures": ["T5ForConditionalGeneration"]})
+    >>> check_model_family({"architectures": ["ChronosBoltModelForForecasting"]})
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected a Chronos-T5 config. Received: a Chronos-Bolt config ...
+    """
+    family = model_family(config)
+    if family != expected:
+        hint = {
+            "Chronos-Bolt": "load it with ChronosBolt / ChronosBoltConfig",
+            "Chronos-T5": "load it with ChronosT5 / ChronosConfig",
+        }[family]
+        raise ValueError(
+            f"Expected a {expected} config. Received: a {family} config ({hint}; "
+            "`ChronosPipeline.from_pretrained` chooses by itself)."
+        )
 
 
 # Shapes of the `google/t5-efficient-*` configs the released Chronos models were

@@ -15,8 +15,10 @@ from keras import ops
 from chronos_moe import backend, checkpoints
 from chronos_moe.config import DEFAULT_QUANTILE_LEVELS
 from chronos_moe.generation import generate_tokens
+from chronos_moe.models.chronos_bolt import ChronosBolt
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE
+from chronos_moe.pipeline_bolt import ChronosBoltPipeline
 from chronos_moe.pipeline_inputs import (
     checked_context,
     checked_number,
@@ -74,8 +76,10 @@ class ChronosPipeline:
 
     def __init__(self, model: ChronosT5 | ChronosMoE, compute_dtype: str | None = None):
         if not isinstance(model, (ChronosT5, ChronosMoE)):
+            hint = " (forecast with ChronosBoltPipeline)" if isinstance(model, ChronosBolt) else ""
             raise TypeError(
-                f"`model` must be a ChronosT5 or ChronosMoE model. Received: {type(model).__name__}"
+                "`model` must be a ChronosT5 or ChronosMoE model. "
+                f"Received: {type(model).__name__}{hint}"
             )
         if compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(
@@ -98,13 +102,25 @@ class ChronosPipeline:
     @classmethod
     def from_pretrained(
         cls, path_or_hub_id: str | os.PathLike, compute_dtype: str | None = None
-    ) -> ChronosPipeline:
+    ) -> ChronosPipeline | ChronosBoltPipeline:
         """Loads a Hugging Face Chronos checkpoint: a local directory (with
         `config.json` and `model.safetensors`) or a hub id such as
         `"amazon/chronos-t5-small"` (downloaded with `huggingface_hub`).
         Checkpoints saved from a `ChronosMoE` load as one. Pickled weights
-        (`pytorch_model.bin`) are refused. `compute_dtype`: see the class."""
-        return cls(checkpoints.load_chronos(path_or_hub_id), compute_dtype=compute_dtype)
+        (`pytorch_model.bin`) are refused. `compute_dtype`: see the class.
+
+        A Chronos-Bolt checkpoint (`"amazon/chronos-bolt-small"`, …) gives a
+        `ChronosBoltPipeline`, as the reference's `BaseChronosPipeline` chooses
+        the pipeline from the config (Bolt has no `compute_dtype` yet)."""
+        model = checkpoints.load_chronos(path_or_hub_id)
+        if isinstance(model, ChronosBolt):
+            if compute_dtype is not None:
+                raise ValueError(
+                    "`compute_dtype` applies to Chronos T5 models; a Chronos-Bolt model "
+                    f"forecasts in its own dtype. Received: compute_dtype={compute_dtype!r}"
+                )
+            return ChronosBoltPipeline(model)
+        return cls(model, compute_dtype=compute_dtype)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes the model as a Hugging Face Chronos checkpoint that the

@@ -233,3 +233,84 @@ def compiled_forward(model):
         return ops.convert_to_numpy(function(tensors))
 
     return forward
+
+
+def make_bolt_reference_checkpoint(
+    directory,
+    *,
+    d_model: int = 32,
+    d_kv: int = 8,
+    d_ff: int = 64,
+    num_layers: int = 2,
+    num_decoder_layers: int | None = None,
+    num_heads: int = 4,
+    feed_forward_proj: str = "relu",
+    context_length: int = 64,
+    prediction_length: int = 8,
+    input_patch_size: int = 16,
+    input_patch_stride: int | None = None,
+    quantiles: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    use_reg_token: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Saves a reference Chronos-Bolt checkpoint, built and written by the
+    reference's own `ChronosBoltModelForForecasting` (`save_pretrained`,
+    safetensors), into `directory` and returns it.
+
+    Every weight is drawn here rather than left to the library's
+    initialisation (which differs between transformers versions): the T5 stacks
+    as transformers initialises them, layer-norm scales uniform(0.5, 1.5), the
+    residual blocks' kernels N(0, 1/fan_in) and their biases N(0, 0.3²), so
+    that the standardised forecasts are O(1..10) and a wrong bias or a norm
+    wired to the wrong place shows.
+    """
+    from chronos.chronos_bolt import ChronosBoltModelForForecasting
+
+    config = transformers.T5Config(
+        d_model=d_model,
+        d_kv=d_kv,
+        d_ff=d_ff,
+        num_layers=num_layers,
+        num_decoder_layers=num_decoder_layers,
+        num_heads=num_heads,
+        feed_forward_proj=feed_forward_proj,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    config.chronos_config = {
+        "context_length": context_length,
+        "prediction_length": prediction_length,
+        "input_patch_size": input_patch_size,
+        "input_patch_stride": input_patch_size
+        if input_patch_stride is None
+        else input_patch_stride,
+        "quantiles": list(quantiles),
+        "use_reg_token": use_reg_token,
+    }
+    config.chronos_pipeline_class = "ChronosBoltPipeline"
+    torch.manual_seed(seed)
+    model = ChronosBoltModelForForecasting(config).to(torch.float32).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("layer_norm.weight"):
+                parameter.copy_(0.5 + torch.rand(parameter.shape, generator=generator))
+            elif "patch_embedding" in name and name.endswith(".weight"):
+                fan_in = parameter.shape[1]
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * fan_in**-0.5)
+            elif "patch_embedding" in name and name.endswith(".bias"):
+                parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
+            elif name == "shared.weight":
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    directory = Path(directory)
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def load_bolt_reference_pipeline(directory):
+    """The reference `chronos.ChronosBoltPipeline` of a checkpoint, in float32
+    (transformers 5 may otherwise keep the stored dtype or load bfloat16)."""
+    import chronos
+
+    return chronos.BaseChronosPipeline.from_pretrained(str(directory), torch_dtype=torch.float32)

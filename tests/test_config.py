@@ -1,5 +1,6 @@
-"""Which Chronos model families load: Chronos T5 does; Chronos-Bolt and Chronos-2 are
-refused by name, not as a list of unknown `chronos_config` keys."""
+"""Which Chronos model families load: Chronos T5 and Chronos-Bolt do, each read
+with its own config; Chronos-2 is refused by name, not as a list of unknown
+`chronos_config` keys."""
 
 import doctest
 import json
@@ -8,7 +9,7 @@ import pytest
 
 from chronos_moe import config as config_module
 from chronos_moe.checkpoints import CheckpointError, load_chronos, read_config
-from chronos_moe.config import ChronosConfig, check_model_family
+from chronos_moe.config import ChronosBoltConfig, ChronosConfig, check_model_family, model_family
 
 QUANTILES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 T5_SHAPE = {"d_model": 256, "d_ff": 1024, "d_kv": 64, "num_heads": 4, "num_layers": 4}
@@ -57,39 +58,55 @@ def write_checkpoint(directory, config):
     return directory
 
 
-@pytest.mark.parametrize(
-    "config, family", [(BOLT, "Chronos-Bolt"), (CHRONOS_2, "Chronos-2")], ids=["bolt", "chronos-2"]
-)
-def test_a_bolt_or_chronos_2_checkpoint_is_refused_by_name(tmp_path, config, family):
-    directory = write_checkpoint(tmp_path / "checkpoint", config)
+def test_a_chronos_2_checkpoint_is_refused_by_name(tmp_path):
+    directory = write_checkpoint(tmp_path / "checkpoint", CHRONOS_2)
     for load in (read_config, load_chronos):
         with pytest.raises(CheckpointError) as caught:
             load(directory)
         message = str(caught.value)
-        assert f"{family} checkpoints are not supported yet" in message
-        assert "loads Chronos T5 checkpoints only" in message
+        assert "Chronos-2 checkpoints are not supported yet" in message
+        assert "loads Chronos T5 (amazon/chronos-t5-*) and Chronos-Bolt" in message
         assert "Unknown keys" not in message
 
 
+def test_a_bolt_config_reads_as_a_bolt_config(tmp_path):
+    kwargs, chronos = read_config(write_checkpoint(tmp_path / "bolt", BOLT))
+    assert chronos == ChronosBoltConfig.from_dict(BOLT["chronos_config"])
+    assert chronos.quantiles == tuple(QUANTILES) and chronos.use_reg_token
+    assert kwargs["d_model"] == 256 and "vocab_size" not in kwargs
+
+
 @pytest.mark.parametrize(
-    "config, family, evidence",
+    "config",
     [
-        ({"architectures": ["ChronosBoltModelForForecasting"]}, "Chronos-Bolt", "model classes"),
-        ({"chronos_pipeline_class": "ChronosBoltPipeline"}, "Chronos-Bolt", "model classes"),
-        ({"chronos_config": {"input_patch_size": 16}}, "Chronos-Bolt", "chronos_config keys"),
-        ({"chronos_config": {"use_reg_token": True}}, "Chronos-Bolt", "chronos_config keys"),
-        ({"chronos_config": {"quantiles": QUANTILES}}, "Chronos-Bolt", "chronos_config keys"),
-        ({"architectures": ["Chronos2Model"]}, "Chronos-2", "model classes"),
-        ({"chronos_config": CHRONOS_2["chronos_config"]}, "Chronos-2", "chronos_config keys"),
+        {"architectures": ["ChronosBoltModelForForecasting"]},
+        {"chronos_pipeline_class": "ChronosBoltPipeline"},
+        {"chronos_config": {"input_patch_size": 16}},
+        {"chronos_config": {"use_reg_token": True}},
+        {"chronos_config": {"quantiles": QUANTILES}},
     ],
 )
-def test_each_mark_of_another_family_is_enough(config, family, evidence):
-    with pytest.raises(ValueError, match=f"^{family} checkpoints .* Received: {evidence} "):
+def test_each_mark_of_bolt_is_enough(config):
+    assert model_family(config) == "Chronos-Bolt"
+    with pytest.raises(ValueError, match="^Expected a Chronos-T5 config. Received: a Chronos-Bolt"):
         check_model_family(config)
+    check_model_family(config, expected="Chronos-Bolt")
+
+
+@pytest.mark.parametrize(
+    "config, evidence",
+    [
+        ({"architectures": ["Chronos2Model"]}, "model classes"),
+        ({"chronos_config": CHRONOS_2["chronos_config"]}, "chronos_config keys"),
+    ],
+)
+def test_each_mark_of_chronos_2_is_enough(config, evidence):
+    with pytest.raises(ValueError, match=f"^Chronos-2 checkpoints .* Received: {evidence} "):
+        model_family(config)
 
 
 def test_a_bolt_chronos_config_block_alone_is_refused_by_name():
-    with pytest.raises(ValueError, match="^Chronos-Bolt checkpoints are not supported yet"):
+    with pytest.raises(ValueError, match="^Expected a Chronos-T5 config. Received: a Chronos-Bolt"):
         ChronosConfig.from_dict(BOLT["chronos_config"])
 
 
@@ -113,7 +130,11 @@ def test_a_chronos_t5_config_passes(tmp_path):
 def test_the_docstring_example_runs():
     finder = doctest.DocTestFinder(recurse=False)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    tests = finder.find(check_model_family, globs=vars(config_module))
+    tests = [
+        test
+        for function in (check_model_family, model_family, ChronosBoltConfig)
+        for test in finder.find(function, globs=vars(config_module))
+    ]
     for test in tests:
         runner.run(test)
     assert tests and runner.failures == 0

@@ -49,6 +49,7 @@ PAGES = [
     DOCS / "dataframes.md",
     DOCS / "tuning.md",
     DOCS / "moe.md",
+    DOCS / "bolt.md",
     *sorted((DOCS / "tutorials").glob("*.md")),
 ]
 HUB_ID = re.compile(r"[\"']amazon/chronos-t5-(tiny|mini|small|base|large)[\"']")

@@ -10,7 +10,8 @@
   one position with a cache), the attention bias helpers, and the `keras.ops`
   reference of the backend's attention kernels;
 * `feed_forward`: `T5FeedForward`;
-* `block`: `T5Block`.
+* `block`: `T5Block`;
+* `residual_block`: `ResidualBlock` (Chronos-Bolt's patch embedding and head).
 """
 
 from chronos_moe.layers.attention import T5Attention
@@ -20,9 +21,11 @@ from chronos_moe.layers.dropout import FastDropout
 from chronos_moe.layers.feed_forward import T5FeedForward
 from chronos_moe.layers.layer_norm import T5LayerNorm
 from chronos_moe.layers.position_bias import T5RelativePositionBias
+from chronos_moe.layers.residual_block import ResidualBlock
 
 __all__ = [
     "FastDropout",
+    "ResidualBlock",
     "T5Attention",
     "T5Block",
     "T5Dense",

@@ -13,24 +13,15 @@ from keras import ops
 
 from chronos_moe import backend
 from chronos_moe.config import T5_PRESETS, ChronosConfig
-from chronos_moe.layers.attention import MASK_BIAS, cast_bias, sum_bias_terms
-from chronos_moe.layers.block import T5Block
+from chronos_moe.layers.attention import MASK_BIAS, cast_bias
 from chronos_moe.layers.common import invoke, normal_initializer, register
-from chronos_moe.layers.dropout import FastDropout
-from chronos_moe.layers.layer_norm import T5LayerNorm
-from chronos_moe.layers.position_bias import T5RelativePositionBias
 from chronos_moe.models.labels import (  # noqa: F401 (IGNORE_INDEX re-exported)
     IGNORE_INDEX,
     masked_cross_entropy,
     shift_right,
 )
+from chronos_moe.models.t5_stacks import T5Stacks, padding_bias  # noqa: F401 (re-exported)
 from chronos_moe.validation import positive_int
-
-
-def padding_bias(mask):
-    """`(batch, 1, 1, len)` additive bias: 0 where `mask` is true, `MASK_BIAS` elsewhere."""
-    keep = ops.cast(mask, "float32")[:, None, None, :]
-    return (1.0 - keep) * MASK_BIAS
 
 
 def format_count(count: int) -> str:
@@ -70,7 +61,7 @@ def _feed_forward_layers(
 
 
 @register
-class ChronosT5(keras.Model):
+class ChronosT5(T5Stacks):
     """The Chronos T5 encoder-decoder, numerically identical to transformers'
     `T5ForConditionalGeneration`.
 
@@ -198,16 +189,7 @@ class ChronosT5(keras.Model):
             dtype=self.dtype_policy,
             name="shared",
         )
-        self.encoder_position_bias = self._position_bias("encoder_position_bias", True)
-        self.encoder_blocks = self._blocks("encoder", self.num_layers, False)
-        self.encoder_final_norm = T5LayerNorm(
-            self.layer_norm_epsilon, dtype=self.dtype_policy, name="encoder_final_norm"
-        )
-        self.decoder_position_bias = self._position_bias("decoder_position_bias", False)
-        self.decoder_blocks = self._blocks("decoder", self.num_decoder_layers, True)
-        self.decoder_final_norm = T5LayerNorm(
-            self.layer_norm_epsilon, dtype=self.dtype_policy, name="decoder_final_norm"
-        )
+        self._make_stacks()
         self.lm_head = None
         if not self.tie_word_embeddings:
             self.lm_head = keras.layers.Dense(
@@ -217,51 +199,14 @@ class ChronosT5(keras.Model):
                 dtype=self.dtype_policy,
                 name="lm_head",
             )
-        self.dropout = FastDropout(self.dropout_rate, dtype=self.dtype_policy)
-
-    def _blocks(self, prefix: str, count: int, is_decoder: bool) -> list[T5Block]:
-        return [
-            T5Block(
-                self.num_heads,
-                self.d_kv,
-                self.d_ff,
-                is_decoder=is_decoder,
-                feed_forward_proj=self.feed_forward_proj,
-                dropout_rate=self.dropout_rate,
-                layer_norm_epsilon=self.layer_norm_epsilon,
-                initializer_factor=self.initializer_factor,
-                hidden_dim=self.d_model,
-                feed_forward=self.feed_forward_layers.get(f"{prefix}_block_{i}"),
-                dtype=self.dtype_policy,
-                name=f"{prefix}_block_{i}",
-            )
-            for i in range(count)
-        ]
-
-    def _position_bias(self, name: str, bidirectional: bool) -> T5RelativePositionBias:
-        return T5RelativePositionBias(
-            self.num_heads,
-            self.relative_attention_num_buckets,
-            self.relative_attention_max_distance,
-            bidirectional=bidirectional,
-            initializer_stddev=self.initializer_factor * self.d_model**-0.5,
-            dtype=self.dtype_policy,
-            name=name,
-        )
+        self._make_dropout()
 
     def build(self, input_shape=None):
         if self.built:
             return
-        hidden = (None, None, self.d_model)
-        self.shared.build((None, None))
-        self.encoder_position_bias.build()
-        self.decoder_position_bias.build()
-        for block in self.encoder_blocks + self.decoder_blocks:
-            block.build(hidden)
-        self.encoder_final_norm.build(hidden)
-        self.decoder_final_norm.build(hidden)
+        self._build_stacks()
         if self.lm_head is not None:
-            self.lm_head.build(hidden)
+            self.lm_head.build((None, None, self.d_model))
         self.built = True
 
     def __repr__(self) -> str:
@@ -299,51 +244,10 @@ class ChronosT5(keras.Model):
 
     def encode(self, input_ids, attention_mask, training=False):
         """Encoder states `(batch, enc_len, d_model)` of the token ids."""
-        length = ops.shape(input_ids)[1]
-        positions = ops.arange(length, dtype="int32")
-        position = invoke(self.encoder_position_bias, positions, positions)
-        # Each term is cast (and clamped) on its own, before the broadcast sum:
-        # the clamp and its gradient then run over `(1, heads, len, len)` and
-        # `(batch, 1, 1, len)`, not over the `(batch, heads, len, len)` sum. The
-        # sum is the same (a bias plus 0, or the lowest finite value absorbing
-        # the bias).
-        terms = (
-            cast_bias(position, self.compute_dtype),
-            cast_bias(padding_bias(attention_mask), self.compute_dtype),
-        )
-        # Training passes the terms to the blocks (torch's fused training
-        # attention adds them in place and sums the position bias's gradient
-        # over the batch itself); otherwise they are summed once, not in every block.
-        bias = terms if training else sum_bias_terms(terms)
-        hidden = invoke(self.dropout, invoke(self.shared, input_ids), training=training)
-        for block in self.encoder_blocks:
-            hidden = invoke(block, hidden, self_attention_bias=bias, training=training)
-        hidden = invoke(self.encoder_final_norm, hidden)
-        return invoke(self.dropout, hidden, training=training)
+        embeddings = invoke(self.shared, input_ids)
+        return self.encode_embeddings(embeddings, attention_mask, training)
 
-    # ---- decoder ---------------------------------------------------------------
-
-    def decode(self, decoder_input_ids, encoder_states, attention_mask, training=False):
-        """Decoder hidden states `(batch, dec_len, d_model)` for the whole
-        sequence at once (causal self-attention)."""
-        length = ops.shape(decoder_input_ids)[1]
-        positions = ops.arange(length, dtype="int32")
-        causal = ops.where(positions[None, :] > positions[:, None], MASK_BIAS, 0.0)
-        self_bias = invoke(self.decoder_position_bias, positions, positions) + causal[None, None]
-        self_bias = cast_bias(self_bias, self.compute_dtype)  # once, not in every block
-        cross_bias = cast_bias(padding_bias(attention_mask), self.compute_dtype)
-        hidden = invoke(self.dropout, invoke(self.shared, decoder_input_ids), training=training)
-        for block in self.decoder_blocks:
-            hidden = invoke(
-                block,
-                hidden,
-                self_attention_bias=self_bias,
-                encoder_states=encoder_states,
-                cross_attention_bias=cross_bias,
-                training=training,
-            )
-        hidden = invoke(self.decoder_final_norm, hidden)
-        return invoke(self.dropout, hidden, training=training)
+    # ---- decoder (`decode`: see `T5Stacks`) ---------------------------------------
 
     def init_cache(self, encoder_states, batch_size: int, max_length: int):
         """The decoding cache.

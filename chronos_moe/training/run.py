@@ -90,6 +90,11 @@ def build_model(config: TrainingConfig) -> ChronosT5 | ChronosMoE:
         )
     else:
         base = checkpoints.load_chronos(config.model_id)
+        if not isinstance(base, (ChronosT5, ChronosMoE)):
+            raise ConfigError(
+                f"`model_id` {config.model_id!r} is a {type(base).__name__} checkpoint; "
+                "training starts from Chronos T5 checkpoints only so far."
+            )
         if isinstance(base, ChronosMoE):
             raise ConfigError(
                 f"`model_id` {config.model_id!r} is already a ChronosMoE model; "

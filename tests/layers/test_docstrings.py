@@ -14,6 +14,7 @@ MODULES = [
     "attention",
     "feed_forward",
     "block",
+    "residual_block",
 ]
 
 
