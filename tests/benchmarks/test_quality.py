@@ -1,8 +1,9 @@
 """`benchmarks/quality.py --quick`: the whole study pipeline on tiny data.
 
-The study runs on torch (its training and forecasting paths are tested on both
-backends elsewhere); real data comes from small Arrow files written here, so
-nothing is downloaded.
+The study runs on torch (its `--backend` default; its training and forecasting
+paths are tested on both backends elsewhere), so these tests run in the torch
+pass of the suite only: the JAX pass would repeat the same torch processes. Real
+data comes from small Arrow files written here, so nothing is downloaded.
 """
 
 import importlib.util
@@ -16,6 +17,11 @@ import numpy as np
 import pytest
 
 from chronos_moe.data import write_arrow
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("KERAS_BACKEND", "torch") != "torch",
+    reason="the study's processes run on torch; the torch pass of the suite runs them",
+)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quality.py"
 _spec = importlib.util.spec_from_file_location("quality", SCRIPT)
