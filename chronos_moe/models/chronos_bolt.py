@@ -16,7 +16,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from chronos_moe.config import T5_PRESETS, ChronosBoltConfig
+from chronos_moe.config import ChronosBoltConfig
 from chronos_moe.layers.common import invoke, normal_initializer, register
 from chronos_moe.layers.feed_forward import FEED_FORWARD_PROJECTIONS
 from chronos_moe.layers.residual_block import ResidualBlock
@@ -257,14 +257,7 @@ class ChronosBolt(T5Stacks):
     def describe(self) -> str:
         """What the model is, in one line: size, parameters, patches, forecast
         lengths, dtype and backend (its `repr`)."""
-        shape = {
-            "d_model": self.d_model,
-            "d_ff": self.d_ff,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "d_kv": self.d_kv,
-        }
-        size = next((name for name, preset in T5_PRESETS.items() if preset == shape), "custom")
+        size = self.size_name()
         chronos = self.chronos_config
         return (
             f"{size} ({format_count(self.count_params())} parameters: d_model {self.d_model}, "

@@ -215,14 +215,7 @@ class ChronosT5(T5Stacks):
     def describe(self) -> str:
         """What the model is, in one line: size, parameters, shape, forecast
         lengths, dtype and backend (its `repr`)."""
-        shape = {
-            "d_model": self.d_model,
-            "d_ff": self.d_ff,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "d_kv": self.d_kv,
-        }
-        size = next((name for name, preset in T5_PRESETS.items() if preset == shape), "custom")
+        size = self.size_name()
         chronos = self.chronos_config
         return (
             f"{size} ({format_count(self.count_params())} parameters: d_model {self.d_model}, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from chronos_moe.config import T5_PRESETS
 from chronos_moe.layers.attention import MASK_BIAS, cast_bias, sum_bias_terms
 from chronos_moe.layers.block import T5Block
 from chronos_moe.layers.common import invoke
@@ -85,6 +86,17 @@ class T5Stacks(keras.Model):
             dtype=self.dtype_policy,
             name=name,
         )
+
+    def size_name(self) -> str:
+        """The T5 size preset this shape matches (`"tiny"`, …), or `"custom"`."""
+        shape = {
+            "d_model": self.d_model,
+            "d_ff": self.d_ff,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "d_kv": self.d_kv,
+        }
+        return next((name for name, preset in T5_PRESETS.items() if preset == shape), "custom")
 
     def _build_stacks(self) -> None:
         hidden = (None, None, self.d_model)
