@@ -431,7 +431,7 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     variants = list(summary)
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.9), layout="constrained")
     for axis, part in zip(axes, ("synthetic", "real"), strict=True):
         for i, variant in enumerate(variants):
             values = summary[variant][f"{part}_wql"]["values"]
@@ -440,7 +440,8 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
         axis.axhline(1.0, color="#C44E52", linewidth=1, linestyle="--", label="Seasonal Naive")
         axis.set_xticks(range(len(variants)), variants, rotation=20)
         axis.set_title(f"{part} series: relative WQL (lower is better)")
-        axis.legend(loc="upper right", fontsize=8)
+    # One legend below both panels: inside an axis it would cover a bar.
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", fontsize=8)
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
