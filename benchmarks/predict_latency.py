@@ -126,13 +126,14 @@ def make_context(n_series: int, length: int, seed: int = 0):
     return (level + trend + daily + weekly + noise).astype(np.float32)
 
 
-def build_checkpoint(directory: Path, seed: int = 0) -> Path:
-    """A random chronos-t5-tiny-shaped checkpoint, saved as transformers saves it."""
+def build_checkpoint(directory: Path, seed: int = 0, shape: dict | None = None) -> Path:
+    """A random chronos-t5-tiny-shaped checkpoint, saved as transformers saves it.
+    `shape` overrides T5 fields (e.g. `T5_PRESETS["small"]` for chronos-t5-small)."""
     import torch
     import transformers
 
     torch.manual_seed(seed)
-    config = transformers.T5Config(**T5_TINY)
+    config = transformers.T5Config(**{**T5_TINY, **(shape or {})})
     config.chronos_config = dict(CHRONOS_CONFIG)
     model = transformers.T5ForConditionalGeneration(config).eval()
     model.save_pretrained(directory)
@@ -422,32 +423,39 @@ def wait_until_quiet(max_wait: float, threshold: float) -> float | None:
         log(f"machine busy (other processes use {load:.2f} cores); waiting")
 
 
+def run_script(
+    script: str, arguments: list[str], backend: str, threads: int, timeout: float
+) -> dict:
+    """Runs `script arguments --result-file F` in a fresh process with
+    `KERAS_BACKEND=backend` (and `thread_env(threads)` when `threads`), the
+    repository on its path; returns the JSON it wrote to F."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result_file = Path(tmp) / "result.json"
+        command = [sys.executable, script, *arguments, "--result-file", str(result_file)]
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        if threads:
+            env.update(thread_env(threads, env.get("XLA_FLAGS", "")))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        subprocess.run(command, env=env, check=True, timeout=timeout)
+        return json.loads(result_file.read_text())
+
+
 def run_child(
     args, only: str, backend: str, scenario: str, checkpoint: Path, dtype: str = "float32"
 ) -> dict:
     if args.max_wait > 0:
         wait_until_quiet(args.max_wait, args.quiet_threshold)
-    with tempfile.TemporaryDirectory() as tmp:
-        result_file = Path(tmp) / "result.json"
-        command = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--only", only,
-            "--backend", backend,
-            "--scenario", scenario,
-            "--compute-dtype", dtype,
-            "--checkpoint", str(checkpoint),
-            "--repeats", str(args.repeats),
-            "--warmup", str(args.warmup),
-            "--reference-batch", str(args.reference_batch),
-            "--result-file", str(result_file),
-        ]  # fmt: skip
-        env = {**os.environ, "KERAS_BACKEND": backend}
-        if args.threads:
-            env.update(thread_env(args.threads, env.get("XLA_FLAGS", "")))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        subprocess.run(command, env=env, check=True, timeout=args.timeout)
-        return json.loads(result_file.read_text())
+    arguments = [
+        "--only", only,
+        "--backend", backend,
+        "--scenario", scenario,
+        "--compute-dtype", dtype,
+        "--checkpoint", str(checkpoint),
+        "--repeats", str(args.repeats),
+        "--warmup", str(args.warmup),
+        "--reference-batch", str(args.reference_batch),
+    ]  # fmt: skip
+    return run_script(str(Path(__file__).resolve()), arguments, backend, args.threads, args.timeout)
 
 
 def add_speedups(rows: list[dict]) -> None:

@@ -15,6 +15,8 @@ Steps (RESULTS.md section → command):
 * `forecast`: "Forecast latency" —
   `predict_latency.py --repeats 2 --max-wait 120 --compute-dtypes float32,bfloat16`
   (reference, torch and JAX, chronos-moe in float32 and bfloat16);
+* `bolt`: "Chronos-Bolt forecast latency" — `bolt_latency.py --threads 1`
+  (reference Bolt, chronos-moe Bolt on torch and JAX, chronos-moe T5);
 * `bf16`: "bfloat16 forecasting: accuracy against float32" —
   `bf16_accuracy.py` on torch and on JAX;
 * `train`: "Training throughput" — `train_throughput.py` (every case);
@@ -23,7 +25,10 @@ Steps (RESULTS.md section → command):
   (`--warmup 1 --repeats 3`);
 * `token`: "Token-level experts" — `token_moe_step.py` on torch (`--repeats 3`)
   and on JAX (`--models dense,tokE8k2w256 --repeats 2`);
-* `data`: "Data pipeline throughput" — `data_throughput.py`.
+* `data`: "Data pipeline throughput" — `data_throughput.py`;
+* `gpu` (only when asked for: `--only gpu`, on a machine with a GPU): "GPU" —
+  `gpu.py` (torch and JAX, one process each; `--quick`: its `--dry-run`, which
+  runs on a CPU).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ STEPS: dict[str, list[tuple[str, str, list[str]]]] = {
             ["--repeats", "2", "--max-wait", "120", "--compute-dtypes", "float32,bfloat16"],
         )
     ],
+    "bolt": [("torch", "bolt_latency.py", ["--threads", "1"])],
     "bf16": [("torch", "bf16_accuracy.py", []), ("jax", "bf16_accuracy.py", [])],
     "train": [("torch", "train_throughput.py", [])],
     "moe": [
@@ -75,16 +81,21 @@ STEPS: dict[str, list[tuple[str, str, list[str]]]] = {
         ),
     ],
     "data": [("torch", "data_throughput.py", [])],
+    "gpu": [("torch", "gpu.py", [])],  # starts its own torch and JAX processes
 }
+# Run when no --only is given: all but the GPU benchmark (it stops without a GPU).
+DEFAULT_STEPS = [step for step in STEPS if step != "gpu"]
 
 # --quick: the scripts' own smoke-run flag instead of the documented repeat counts.
 QUICK_ARGUMENTS: dict[str, list[str]] = {
     "predict_latency.py": ["--quick"],
+    "bolt_latency.py": ["--quick"],
     "train_throughput.py": ["--quick"],
     "moe_train_step.py": ["--quick"],
     "token_moe_step.py": ["--quick"],
     "data_throughput.py": ["--quick"],
     "bf16_accuracy.py": [],  # one fixed size, about a minute
+    "gpu.py": ["--dry-run"],
 }
 
 
@@ -107,8 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--only",
-        default=",".join(STEPS),
-        help=f"comma-separated subset of {','.join(STEPS)} (default: all, in that order)",
+        default=",".join(DEFAULT_STEPS),
+        help=f"comma-separated subset of {','.join(STEPS)} (default: all but gpu, in that order)",
     )
     parser.add_argument("--quick", action="store_true", help="each script's smoke run")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")

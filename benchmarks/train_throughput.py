@@ -51,6 +51,7 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 LEARNING_RATE = 1e-3
 MAX_GRAD_NORM = 1.0
 MOE_EXPERTS, MOE_TOP_K = 4, 2
+TOKEN_EXPERTS, TOKEN_TOP_K = 8, 2
 
 
 def case_names() -> list[str]:
@@ -187,6 +188,10 @@ def chronos_moe_step_function(shape: dict, model_kind: str, precision: str):
     )
     if model_kind == "moe":
         model = build_moe_chronos(model, num_experts=MOE_EXPERTS, top_k=MOE_TOP_K)
+    elif model_kind == "token":  # `benchmarks/gpu.py`: experts in every block, width d_ff
+        model = build_moe_chronos(
+            model, num_experts=TOKEN_EXPERTS, top_k=TOKEN_TOP_K, level="token"
+        )
     model.compile(
         optimizer=keras.optimizers.AdamW(LEARNING_RATE, global_clipnorm=MAX_GRAD_NORM),
         jit_compile=keras.config.backend() == "jax",

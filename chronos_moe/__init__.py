@@ -53,6 +53,8 @@ _EXPORTS = {
     "MoEExpertHead": "chronos_moe.moe.experts",
     "build_moe_chronos": "chronos_moe.moe.model",
     "ChronosMoE": "chronos_moe.moe.model",
+    "ChronosBoltMoE": "chronos_moe.moe.bolt_model",
+    "QuantileExpertHead": "chronos_moe.moe.quantile_experts",
     "ContextRouter": "chronos_moe.moe.router",
     "ChronosPipeline": "chronos_moe.pipeline",
     "ChronosBoltPipeline": "chronos_moe.pipeline_bolt",
@@ -70,6 +72,7 @@ __all__ = [
     "CheckpointError",
     "ChronosBolt",
     "ChronosBoltConfig",
+    "ChronosBoltMoE",
     "ChronosBoltPipeline",
     "ChronosConfig",
     "ChronosDataset",
@@ -83,6 +86,7 @@ __all__ = [
     "LoadBalancingRegularizer",
     "MeanScaleUniformBins",
     "MoEExpertHead",
+    "QuantileExpertHead",
     "RoutingAnalysis",
     "RunError",
     "TrainResult",
@@ -129,8 +133,10 @@ if TYPE_CHECKING:
     from chronos_moe.models.chronos_bolt import ChronosBolt
     from chronos_moe.models.chronos_t5 import ChronosT5
     from chronos_moe.moe.balancing import LoadBalancingRegularizer
+    from chronos_moe.moe.bolt_model import ChronosBoltMoE
     from chronos_moe.moe.experts import MoEExpertHead
     from chronos_moe.moe.model import ChronosMoE, build_moe_chronos
+    from chronos_moe.moe.quantile_experts import QuantileExpertHead
     from chronos_moe.moe.router import ContextRouter
     from chronos_moe.pipeline import ChronosPipeline
     from chronos_moe.pipeline_bolt import ChronosBoltPipeline

@@ -25,6 +25,7 @@ from chronos_moe.config import ChronosBoltConfig, ChronosConfig, model_family
 from chronos_moe.errors import CheckpointError
 from chronos_moe.models.chronos_bolt import ChronosBolt
 from chronos_moe.models.chronos_t5 import ChronosT5
+from chronos_moe.moe.bolt_model import moe_class
 from chronos_moe.moe.model import ChronosMoE
 from chronos_moe.moe.token_experts import TokenExperts
 from chronos_moe.safetensors_reader import (  # noqa: F401 (names of this module before)
@@ -291,8 +292,8 @@ def _series_moe_weights(router, experts) -> dict[str, tuple[Any, bool]]:
         mapping[f"moe.router.{layer.name}.bias"] = (layer.bias, False)
     mapping["moe.router.expert_load"] = (router.expert_load, False)
     mapping["moe.router.selection_bias"] = (router.selection_bias, False)
-    for name in ("up", "down", "head"):
-        mapping[f"moe.experts.{name}"] = (getattr(experts, name), False)
+    for variable in experts.expert_weights:  # moe.experts.head, … (Bolt: hidden_kernel, …)
+        mapping[f"moe.experts.{variable.name}"] = (variable, False)
     return mapping
 
 
@@ -380,11 +381,6 @@ def load_chronos(path_or_hub_id: str | os.PathLike) -> ChronosT5 | ChronosBolt |
     moe_kwargs = read_json(directory / CONFIG_NAME).get(MOE_CONFIG_KEY)
     if moe_kwargs is not None and not isinstance(moe_kwargs, dict):
         raise CheckpointError(f"{directory / CONFIG_NAME}: `{MOE_CONFIG_KEY}` must be an object")
-    if moe_kwargs is not None and is_bolt:
-        raise CheckpointError(
-            f"{directory / CONFIG_NAME}: a Chronos-Bolt checkpoint with a `{MOE_CONFIG_KEY}` "
-            "block; chronos-moe builds experts on Chronos T5 models only so far."
-        )
     tensors = read_weights(directory)
     # A config can ask for any size; the weights file cannot lie about its own.
     # Refuse before building a model far larger than the weights it would hold
@@ -403,13 +399,14 @@ def load_chronos(path_or_hub_id: str | os.PathLike) -> ChronosT5 | ChronosBolt |
             unknown = sorted(set(moe_kwargs) - set(MOE_CONFIG_KEYS))
             if unknown:
                 raise ValueError(f"unknown keys {unknown} in {MOE_CONFIG_KEY}")
-            model = ChronosMoE(model, **{**MOE_LEGACY_DEFAULTS, **moe_kwargs})
+            model = moe_class(model)(model, **{**MOE_LEGACY_DEFAULTS, **moe_kwargs})
     except (TypeError, ValueError) as error:
         raise CheckpointError(
             f"Invalid model config in {directory / CONFIG_NAME}: {error}"
         ) from error
-    if isinstance(model, ChronosMoE) and "moe.experts.head" in tensors:
-        stored = tensors["moe.experts.head"].shape[0]
+    first_expert = f"moe.experts.{'hidden_kernel' if is_bolt else 'head'}"
+    if isinstance(model, ChronosMoE) and first_expert in tensors:
+        stored = tensors[first_expert].shape[0]
         if stored != model.num_experts:
             raise CheckpointError(
                 f"{directory}: {MOE_CONFIG_KEY} says num_experts={model.num_experts}, "

@@ -9,3 +9,34 @@ runs (`chronos_moe.training.errors`), training checkpoints
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read: missing files, a foreign config, or
     weights that do not match the config."""
+
+
+class DistributionError(ValueError):
+    """A multi-device layout that cannot be used (`chronos_moe.distribution`),
+    raised before training starts; each case below has its own class."""
+
+
+class DistributionBackendError(DistributionError):
+    """`keras.distribution` asked for on a backend that has none (torch)."""
+
+
+class MeshSizeError(DistributionError):
+    """A device mesh that needs more devices than are present."""
+
+
+class IndivisibleExpertsError(DistributionError):
+    """An expert axis whose size does not divide `num_experts`."""
+
+
+class IndivisibleBatchError(DistributionError):
+    """A data-parallel axis whose size does not divide the global batch."""
+
+
+class UnmatchedExpertVariableError(DistributionError):
+    """An expert weight that no rule of the layout map shards (it would stay
+    replicated on every device, silently)."""
+
+
+class BuiltBeforeDistributionError(DistributionError):
+    """Model variables created before the distribution was set: they are not
+    laid out on its device mesh."""

@@ -17,8 +17,11 @@ from chronos_moe.config import DEFAULT_QUANTILE_LEVELS
 from chronos_moe.generation import generate_tokens
 from chronos_moe.models.chronos_bolt import ChronosBolt
 from chronos_moe.models.chronos_t5 import ChronosT5
+from chronos_moe.moe.bolt_model import ChronosBoltMoE
 from chronos_moe.moe.model import ChronosMoE
+from chronos_moe.moe.token_experts import series_routes
 from chronos_moe.pipeline_bolt import ChronosBoltPipeline
+from chronos_moe.pipeline_dtype import ForecastingModel
 from chronos_moe.pipeline_inputs import (
     checked_context,
     checked_number,
@@ -30,7 +33,6 @@ from chronos_moe.validation import positive_int
 
 logger = logging.getLogger(__name__)
 
-COMPUTE_DTYPES = (None, "float32", "bfloat16")
 
 
 def _bucket(size: int, cap: int, smallest: int = 1) -> int:
@@ -75,23 +77,19 @@ class ChronosPipeline:
     """
 
     def __init__(self, model: ChronosT5 | ChronosMoE, compute_dtype: str | None = None):
-        if not isinstance(model, (ChronosT5, ChronosMoE)):
-            hint = " (forecast with ChronosBoltPipeline)" if isinstance(model, ChronosBolt) else ""
+        if not isinstance(model, (ChronosT5, ChronosMoE)) or isinstance(model, ChronosBoltMoE):
+            bolt = isinstance(model, (ChronosBolt, ChronosBoltMoE))
+            hint = " (forecast with ChronosBoltPipeline)" if bolt else ""
             raise TypeError(
                 "`model` must be a ChronosT5 or ChronosMoE model. "
                 f"Received: {type(model).__name__}{hint}"
             )
-        if compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(
-                f"`compute_dtype` must be one of {COMPUTE_DTYPES}. "
-                f"Received: compute_dtype={compute_dtype!r}"
-            )
+        self._forecasting_model = ForecastingModel(model, compute_dtype)
         self.model = model
         self.compute_dtype = compute_dtype
         self.config = model.chronos_config
         self.tokenizer = MeanScaleUniformBins.from_config(self.config)
         self._compiled: dict[tuple, Any] = {}
-        self._cast_model: ChronosT5 | ChronosMoE | None = None
 
     def __repr__(self) -> str:
         dtype = "" if self.compute_dtype is None else f", compute_dtype={self.compute_dtype!r}"
@@ -111,15 +109,10 @@ class ChronosPipeline:
 
         A Chronos-Bolt checkpoint (`"amazon/chronos-bolt-small"`, …) gives a
         `ChronosBoltPipeline`, as the reference's `BaseChronosPipeline` chooses
-        the pipeline from the config (Bolt has no `compute_dtype` yet)."""
+        the pipeline from the config."""
         model = checkpoints.load_chronos(path_or_hub_id)
-        if isinstance(model, ChronosBolt):
-            if compute_dtype is not None:
-                raise ValueError(
-                    "`compute_dtype` applies to Chronos T5 models; a Chronos-Bolt model "
-                    f"forecasts in its own dtype. Received: compute_dtype={compute_dtype!r}"
-                )
-            return ChronosBoltPipeline(model)
+        if isinstance(model, (ChronosBolt, ChronosBoltMoE)):
+            return ChronosBoltPipeline(model, compute_dtype=compute_dtype)
         return cls(model, compute_dtype=compute_dtype)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -143,19 +136,6 @@ class ChronosPipeline:
         if key not in self._compiled:
             self._compiled[key] = backend.compile_stateless(model, fn)
         return self._compiled[key]
-
-    def _forecasting_model(self) -> ChronosT5 | ChronosMoE:
-        """The model that samples forecasts: `self.model`, or its copy in
-        `compute_dtype` holding the model's current weights."""
-        dtype = self.compute_dtype
-        policy = self.model.dtype_policy
-        if dtype is None or (policy.compute_dtype == dtype and policy.variable_dtype == dtype):
-            return self.model
-        if self._cast_model is None:
-            self._cast_model = _model_in_dtype(self.model, dtype)
-        for target, source in zip(self._cast_model.weights, self.model.weights, strict=True):
-            target.assign(ops.cast(source, target.dtype))
-        return self._cast_model
 
     def _tokenize(self, context: np.ndarray, batch_bucket: int):
         """Token ids, mask and scale, with the batch and the context length padded
@@ -488,45 +468,5 @@ class ChronosPipeline:
         indices, probs = function(ops.convert_to_tensor(token_ids), ops.convert_to_tensor(mask))
         indices = ops.convert_to_numpy(indices)[:, :batch]
         probs = ops.convert_to_numpy(probs)[:, :batch].astype(np.float64)
-        return _series_routes(indices, probs, np.asarray(mask)[:batch], self.model.top_k)
+        return series_routes(indices, probs, np.asarray(mask)[:batch], self.model.top_k)
 
-
-def _series_routes(indices, probs, mask, top_k: int) -> dict[str, np.ndarray]:
-    """Per-series summaries of token routes: `indices` `(layers, batch, len,
-    k)`, `probs` `(layers, batch, len, N)`, `mask` `(batch, len)` (see
-    `ChronosPipeline.route`)."""
-    num_experts = probs.shape[-1]
-    weights = mask.astype(np.float64)[None, :, :, None]  # (1, batch, len, 1)
-    slots = (indices[..., None] == np.arange(num_experts)).sum(axis=-2) * weights
-    layer_shares = slots.sum(axis=2) / np.maximum(slots.sum(axis=(2, 3))[..., None], 1)
-    layer_shares = layer_shares.transpose(1, 0, 2)  # (batch, layers, N)
-    shares = layer_shares.mean(axis=1)
-    expert_indices = np.argsort(-shares, axis=1, kind="stable")[:, :top_k]
-    chosen = np.take_along_axis(shares, expert_indices, axis=1)
-    gates = chosen / np.maximum(chosen.sum(axis=1, keepdims=True), 1e-12)
-    router_probs = (probs * weights).sum(axis=(0, 2)) / np.maximum(
-        weights.sum(axis=(0, 2)) * probs.shape[0], 1
-    )
-    return {
-        "expert_indices": expert_indices.astype(np.int32),
-        "gates": gates.astype(np.float32),
-        "router_probs": router_probs.astype(np.float32),
-        "layer_shares": layer_shares.astype(np.float32),
-    }
-
-
-def _model_in_dtype(model: ChronosT5 | ChronosMoE, dtype: str) -> ChronosT5 | ChronosMoE:
-    """A copy of `model`'s architecture whose variables and computations are in
-    `dtype` (weights not copied: `_forecasting_model` assigns them)."""
-    config = model.get_config()
-    config["dtype"] = dtype
-    if isinstance(model, ChronosMoE):
-        base = dict(config["base"])
-        base["config"] = {**base["config"], "dtype": dtype}
-        layers = base["config"].get("feed_forward_layers") or {}
-        base["config"]["feed_forward_layers"] = {
-            name: {**layer, "config": {**layer["config"], "dtype": dtype}}
-            for name, layer in layers.items()
-        } or None
-        config["base"] = base
-    return type(model).from_config(config)

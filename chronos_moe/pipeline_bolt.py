@@ -15,7 +15,11 @@ from keras import ops
 from chronos_moe import backend, checkpoints
 from chronos_moe.config import DEFAULT_QUANTILE_LEVELS, ChronosBoltConfig
 from chronos_moe.errors import CheckpointError
+from chronos_moe.layers.common import direct_layer_calls, invoke
 from chronos_moe.models.chronos_bolt import ChronosBolt
+from chronos_moe.moe.bolt_model import ChronosBoltMoE
+from chronos_moe.moe.token_experts import series_routes
+from chronos_moe.pipeline_dtype import ForecastingModel
 from chronos_moe.pipeline_inputs import checked_context, checked_quantile_levels, checked_seed
 from chronos_moe.validation import positive_int
 
@@ -39,8 +43,15 @@ class ChronosBoltPipeline:
     autograd (torch).
 
     Args:
-        model: `ChronosBolt`. Its `chronos_config` sets the context and
-            prediction lengths and the quantile levels.
+        model: `ChronosBolt` or `ChronosBoltMoE`. Its `chronos_config` sets
+            the context and prediction lengths and the quantile levels.
+        compute_dtype: `None` (the model's own dtype policy), `"float32"` or
+            `"bfloat16"`: forecasts and embeddings with a copy of the model in
+            that dtype (weights and activations; the series' standardisation
+            and the forecasts in the series' units stay float32), as
+            `ChronosPipeline` does. The copy takes the model's current weights
+            at every call. bfloat16 forecasts are not bitwise the float32 ones
+            (`docs/bolt.md` gives the measured differences).
 
     Example:
 
@@ -57,33 +68,40 @@ class ChronosBoltPipeline:
     ((1, 4, 1), (1, 4))
     """
 
-    def __init__(self, model: ChronosBolt):
-        if not isinstance(model, ChronosBolt):
+    def __init__(self, model: ChronosBolt | ChronosBoltMoE, compute_dtype: str | None = None):
+        if not isinstance(model, (ChronosBolt, ChronosBoltMoE)):
             raise TypeError(
-                f"`model` must be a ChronosBolt model. Received: {type(model).__name__}"
+                "`model` must be a ChronosBolt or ChronosBoltMoE model. "
+                f"Received: {type(model).__name__}"
             )
+        self._forecasting_model = ForecastingModel(model, compute_dtype)
         self.model = model
+        self.compute_dtype = compute_dtype
         self.config: ChronosBoltConfig = model.chronos_config
-        self._compiled: dict[str, Any] = {}
+        self._compiled: dict[tuple, Any] = {}
 
     def __repr__(self) -> str:
-        return f"ChronosBoltPipeline({self.model!r})"
+        dtype = "" if self.compute_dtype is None else f", compute_dtype={self.compute_dtype!r}"
+        return f"ChronosBoltPipeline({self.model!r}{dtype})"
 
     # ---- loading and saving ------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike) -> ChronosBoltPipeline:
+    def from_pretrained(
+        cls, path_or_hub_id: str | os.PathLike, compute_dtype: str | None = None
+    ) -> ChronosBoltPipeline:
         """Loads a Hugging Face Chronos-Bolt checkpoint: a local directory
         (with `config.json` and `model.safetensors`) or a hub id such as
         `"amazon/chronos-bolt-small"` (downloaded with `huggingface_hub`).
-        `ChronosPipeline.from_pretrained` loads these too."""
+        `ChronosPipeline.from_pretrained` loads these too. `compute_dtype`:
+        see the class."""
         model = checkpoints.load_chronos(path_or_hub_id)
-        if not isinstance(model, ChronosBolt):
+        if not isinstance(model, (ChronosBolt, ChronosBoltMoE)):
             raise CheckpointError(
                 f"Expected a Chronos-Bolt checkpoint. Received: a {type(model).__name__} "
                 f"checkpoint in {str(path_or_hub_id)!r} (load it with ChronosPipeline)."
             )
-        return cls(model)
+        return cls(model, compute_dtype=compute_dtype)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes the model as a Hugging Face Chronos-Bolt checkpoint that the
@@ -105,10 +123,12 @@ class ChronosBoltPipeline:
 
     # ---- the model on one batch ------------------------------------------------------
 
-    def _function(self, name: str, fn):
-        if name not in self._compiled:
-            self._compiled[name] = backend.compile_stateless(self.model, fn)
-        return self._compiled[name]
+    def _function(self, name: str, fn, model):
+        """`fn` compiled for `model` (the model or its `compute_dtype` copy)."""
+        key = (name, id(model))
+        if key not in self._compiled:
+            self._compiled[key] = backend.compile_stateless(model, fn)
+        return self._compiled[key]
 
     def _padded(self, context: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
         """`context` (truncated to the model's length) left-padded with NaN to a
@@ -138,8 +158,14 @@ class ChronosBoltPipeline:
     def _forecast(self, context: np.ndarray, batch_size: int) -> np.ndarray:
         """The model's quantile forecast `(n_series, len(quantiles),
         prediction_length)` float32 of `(n_series, time)` contexts."""
-        model = self.model
-        function = self._function("forecast", lambda values: model({"context": values}))
+        model = self._forecasting_model()
+
+        def forecast(values):
+            with direct_layer_calls(model):
+                outputs = invoke(model, {"context": values})
+            return outputs["quantiles"] if isinstance(model, ChronosBoltMoE) else outputs
+
+        function = self._function("forecast", forecast, model)
         outputs = []
         for start in range(0, len(context), batch_size):
             chunk = context[start : start + batch_size]
@@ -337,14 +363,61 @@ class ChronosBoltPipeline:
         context = checked_context(context)[:, -self.config.context_length :]
         batch = context.shape[0]
         padded, extra = self._padded(context, batch)
-        model = self.model
+        model = self._forecasting_model()
 
         def encode(values):
-            states, _, loc, scale = model.encode(values)
+            with direct_layer_calls(model):
+                states, _, loc, scale = model.encode(values)
             return states, loc, scale
 
-        states, loc, scale = self._function("encode", encode)(ops.convert_to_tensor(padded))
+        states, loc, scale = self._function("encode", encode, model)(ops.convert_to_tensor(padded))
         states = ops.convert_to_numpy(states)[:batch, extra:]
         loc = ops.convert_to_numpy(loc)[:batch, 0]
         scale = ops.convert_to_numpy(scale)[:batch, 0]
         return states.astype(np.float32), (loc.astype(np.float32), scale.astype(np.float32))
+
+    def route(self, context: Any) -> dict[str, np.ndarray]:
+        """The experts a `ChronosBoltMoE` model chooses for each series, as
+        `ChronosPipeline.route` (token level: over the patches and `[REG]`).
+
+        Returns:
+            dict of numpy arrays: `expert_indices` `(n_series, top_k)`, `gates`
+            `(n_series, top_k)`, `router_probs` `(n_series, num_experts)`
+            (token level: and `layer_shares` `(n_series, layers, num_experts)`).
+        """
+        model = self.model
+        if not isinstance(model, ChronosBoltMoE):
+            raise TypeError(
+                "`route` needs a ChronosBoltMoE model (build one with build_moe_chronos). "
+                f"Received: {type(model).__name__}"
+            )
+        context = checked_context(context)[:, -self.config.context_length :]
+        batch = context.shape[0]
+        padded, _ = self._padded(context, batch)
+        values = ops.convert_to_tensor(padded)
+        if model.level == "token":
+
+            def route_tokens(values):
+                routing = model.route_tokens(values)
+                mask = model.base.context_mask(values)
+                return (
+                    routing["encoder_expert_indices"],
+                    routing["encoder_router_probs"],
+                    mask,
+                )
+
+            indices, probs, mask = self._function("route_tokens", route_tokens, model)(values)
+            return series_routes(
+                ops.convert_to_numpy(indices)[:, :batch],
+                ops.convert_to_numpy(probs)[:, :batch].astype(np.float64),
+                ops.convert_to_numpy(mask)[:batch],
+                model.top_k,
+            )
+
+        def route(values):
+            states, mask, _, _ = model.encode(values)
+            routing = model.route(states, mask)
+            return {key: routing[key] for key in ("expert_indices", "gates", "router_probs")}
+
+        routing = self._function("route", route, model)(values)
+        return {key: ops.convert_to_numpy(value)[:batch] for key, value in routing.items()}

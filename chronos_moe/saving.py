@@ -10,6 +10,7 @@ import keras
 # Keras' serialization registry.
 from chronos_moe.models import chronos_bolt as _chronos_bolt  # noqa: F401
 from chronos_moe.models import chronos_t5 as _chronos_t5  # noqa: F401
+from chronos_moe.moe import bolt_model as _bolt_moe_model  # noqa: F401
 from chronos_moe.moe import model as _moe_model  # noqa: F401
 
 

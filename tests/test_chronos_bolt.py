@@ -185,7 +185,9 @@ def test_bolt_and_t5_pipelines_refuse_each_others_models(tmp_path):
     with pytest.raises(TypeError, match="Received: ChronosBolt .forecast with ChronosBoltPipeline"):
         ChronosPipeline(bolt)
     t5 = ChronosT5.from_preset("tiny", vocab_size=64, num_layers=1, chronos_config={"n_tokens": 64})
-    with pytest.raises(TypeError, match="must be a ChronosBolt model. Received: ChronosT5"):
+    with pytest.raises(
+        TypeError, match="must be a ChronosBolt or ChronosBoltMoE model. Received: ChronosT5"
+    ):
         ChronosBoltPipeline(t5)
     save_chronos(t5, tmp_path / "t5")
     with pytest.raises(
@@ -193,8 +195,8 @@ def test_bolt_and_t5_pipelines_refuse_each_others_models(tmp_path):
     ):
         ChronosBoltPipeline.from_pretrained(tmp_path / "t5")
     save_chronos(bolt, tmp_path / "bolt")
-    with pytest.raises(ValueError, match="Received: compute_dtype='bfloat16'"):
-        ChronosPipeline.from_pretrained(tmp_path / "bolt", compute_dtype="bfloat16")
+    with pytest.raises(ValueError, match="Received: compute_dtype='float16'"):
+        ChronosPipeline.from_pretrained(tmp_path / "bolt", compute_dtype="float16")
 
 
 def test_pipeline_arguments_are_checked():
@@ -272,7 +274,7 @@ def test_the_forecast_command_reads_a_bolt_checkpoint(tmp_path, capsys):
     np.testing.assert_allclose(written["predictions"], expected["predictions"], rtol=1e-6)
 
 
-def test_training_from_a_bolt_checkpoint_is_refused_by_name(tmp_path):
+def test_training_a_bolt_checkpoint_as_t5_is_refused_by_name(tmp_path):
     from chronos_moe.training.config import ConfigError
     from chronos_moe.training.run import build_model
     from tests.training.helpers import make_data, small_config
@@ -280,7 +282,7 @@ def test_training_from_a_bolt_checkpoint_is_refused_by_name(tmp_path):
     directory = save_chronos(small_bolt(), tmp_path / "bolt")
     train, _ = make_data(tmp_path)
     config = small_config(directory, train, tmp_path / "run")
-    with pytest.raises(ConfigError, match="is a ChronosBolt checkpoint; training starts from"):
+    with pytest.raises(ConfigError, match="is a ChronosBolt checkpoint; set `model_family: bolt`"):
         build_model(config)
 
 

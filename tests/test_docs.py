@@ -46,10 +46,12 @@ PAGES = [
     DOCS / "cli.md",
     DOCS / "configuration.md",
     DOCS / "training.md",
+    DOCS / "scaling.md",
     DOCS / "dataframes.md",
     DOCS / "tuning.md",
     DOCS / "moe.md",
     DOCS / "bolt.md",
+    DOCS / "models.md",
     *sorted((DOCS / "tutorials").glob("*.md")),
 ]
 HUB_ID = re.compile(r"[\"']amazon/chronos-t5-(tiny|mini|small|base|large)[\"']")

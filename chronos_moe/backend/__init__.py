@@ -14,8 +14,14 @@ imported); this package
   softmax (`matmul`, `softmax`, `rms_norm`), dropout, attention over a whole
   sequence (`attention`, training included) and for one decoding step
   (`decoding_self_attention`, `decoding_cross_attention`), and top-k sampling
-  (`kth_largest`, `sample_top_k_candidates`), and the token-level experts'
-  per-expert products (`grouped_matmul`).
+  (`kth_largest`, `sample_top_k_candidates`), the token-level experts'
+  per-expert products (`grouped_matmul`), and whether `keras.distribution`
+  runs (`KERAS_DISTRIBUTION`) and whether an array is placed as a layout
+  says (`is_laid_out`), and the processes of a data-parallel run
+  (`initialize_processes`, `process_index`, `process_count`, `global_sum`,
+  `all_objects`, `any_process`,
+  `data_parallel`, `broadcast_object`, `barrier`, `shutdown_processes`: torch
+  DDP under `torchrun`, see `torch_ddp.py`; the identity on JAX).
 
 The `keras.ops` reference of each kernel lives once, beside the layer that
 uses it (`chronos_moe.layers`, `chronos_moe.generation`); the tests hold every
@@ -40,7 +46,17 @@ else:
 # What torch.py and jax.py both implement (besides `device_and_version`, behind
 # `backend_info`), handed on from the active one.
 KERNELS = (
+    "all_objects",
+    "any_process",
     "attention",
+    "barrier",
+    "broadcast_object",
+    "data_parallel",
+    "global_sum",
+    "initialize_processes",
+    "process_count",
+    "process_index",
+    "shutdown_processes",
     "cheap_top_k",
     "compile_stateless",
     "concrete_int",
@@ -55,15 +71,34 @@ KERNELS = (
     "matmul",
     "rms_norm",
     "sample_top_k_candidates",
+    "is_laid_out",
     "set_global_rng_state",
     "softmax",
     "uniform_noise",
     "update_cache",
 )
-__all__ = ["BACKEND", "JIT_COMPILE", "SUPPORTED_BACKENDS", "backend_info", *KERNELS]
+__all__ = [
+    "BACKEND",
+    "JIT_COMPILE",
+    "KERAS_DISTRIBUTION",
+    "SUPPORTED_BACKENDS",
+    "backend_info",
+    *KERNELS,
+]
 
 JIT_COMPILE = _active.JIT_COMPILE
+KERAS_DISTRIBUTION = _active.KERAS_DISTRIBUTION
+all_objects = _active.all_objects
+any_process = _active.any_process
 attention = _active.attention
+barrier = _active.barrier
+broadcast_object = _active.broadcast_object
+data_parallel = _active.data_parallel
+global_sum = _active.global_sum
+initialize_processes = _active.initialize_processes
+process_count = _active.process_count
+process_index = _active.process_index
+shutdown_processes = _active.shutdown_processes
 cheap_top_k = _active.cheap_top_k
 compile_stateless = _active.compile_stateless
 concrete_int = _active.concrete_int
@@ -74,6 +109,7 @@ dropout = _active.dropout
 dropout_rate_drawn = _active.dropout_rate_drawn
 global_rng_state = _active.global_rng_state
 grouped_matmul = _active.grouped_matmul
+is_laid_out = _active.is_laid_out
 kth_largest = _active.kth_largest
 matmul = _active.matmul
 rms_norm = _active.rms_norm

@@ -22,6 +22,8 @@ from keras import ops
 
 # Keras' `jit_compile` for training: the train step is compiled with XLA.
 JIT_COMPILE = True
+# `keras.distribution` (device meshes, layout maps) runs on JAX in released Keras.
+KERAS_DISTRIBUTION = True
 
 # The persistent compilation cache: where compiled programs are kept between
 # processes. A directory, or one of `CACHE_OFF` to turn it off; unset means
@@ -79,11 +81,83 @@ def use_persistent_compilation_cache() -> str | None:
 
 use_persistent_compilation_cache()
 
+# XLA:CPU's YNNPACK fusions of elementwise ops and reductions take every
+# operand materialised: in the training step's attention softmax that is the
+# row sums' reciprocal broadcast to `(batch, heads, q_len, k_len)`, one per
+# layer, kept until the backward pass (and fed to YNNPACK reductions that run
+# slower here than XLA's own loops). Without them (YNNPACK still computes the
+# products) the chronos-t5-tiny float32 step needs 1.0 GB less
+# (`benchmarks/RESULTS.md`, "JAX training memory"). Off with
+# `CHRONOS_MOE_XLA_CPU_FUSIONS=default`.
+CPU_FUSIONS_VARIABLE = "CHRONOS_MOE_XLA_CPU_FUSIONS"
+YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+# XLA aborts the process on a flag it does not know: set it only for the
+# jaxlib versions it was tested with.
+YNN_FLAG_VERSIONS = ((0, 10), (0, 11))
+
+
+def cpu_fusion_flags(environ: Mapping[str, str], jaxlib_version: str) -> str | None:
+    """The `XLA_FLAGS` value that leaves XLA:CPU's elementwise and reduction
+    fusions to XLA (not YNNPACK), or `None` to leave `XLA_FLAGS` as it is.
+
+    Args:
+        environ: the environment (`XLA_FLAGS`, `CHRONOS_MOE_XLA_CPU_FUSIONS`).
+        jaxlib_version: the installed jaxlib's version.
+
+    Returns:
+        `XLA_FLAGS` with the YNNPACK flag added, or `None` when the variable
+        says `default`, `XLA_FLAGS` sets the flag already, or jaxlib is
+        outside `YNN_FLAG_VERSIONS`.
+
+    Example:
+
+    >>> cpu_fusion_flags({"XLA_FLAGS": "--xla_dump_to=/tmp/x"}, "0.10.2")
+    '--xla_dump_to=/tmp/x --xla_cpu_experimental_ynn_fusion_type=-eltwise,-reduce'
+    >>> cpu_fusion_flags({"CHRONOS_MOE_XLA_CPU_FUSIONS": "default"}, "0.10.2") is None
+    True
+    >>> cpu_fusion_flags({}, "0.4.30") is None
+    True
+    """
+    if environ.get(CPU_FUSIONS_VARIABLE, "").strip().lower() == "default":
+        return None
+    flags = environ.get("XLA_FLAGS", "")
+    if YNN_FUSION_FLAG in flags:
+        return None
+    try:
+        version = tuple(int(part) for part in jaxlib_version.split(".")[:2])
+    except ValueError:
+        return None
+    low, high = YNN_FLAG_VERSIONS
+    if not low <= version < high:
+        return None
+    return f"{flags} {YNN_FUSION_FLAG}=-eltwise,-reduce".strip()
+
+
+def use_cpu_fusion_flags() -> None:
+    """Sets `cpu_fusion_flags` in `XLA_FLAGS`, which XLA reads when JAX
+    starts its first device: called once, when this module is imported (in a
+    process that used JAX before, the flag does not apply)."""
+    import jaxlib
+
+    flags = cpu_fusion_flags(os.environ, jaxlib.__version__)
+    if flags is not None:
+        os.environ["XLA_FLAGS"] = flags
+
+
+use_cpu_fusion_flags()
+
 
 def device_and_version() -> tuple[str, str]:
     """The first JAX device, and JAX's version."""
     first = jax.devices()[0]
     return f"{first.platform} ({first.device_kind})", jax.__version__
+
+
+def is_laid_out(value: Any, layout: Any) -> bool:
+    """Whether the array ``value`` is placed as the `keras.distribution`
+    ``layout`` says (an array created before the distribution was set sits on
+    one device; on a one-device mesh that is the same placement)."""
+    return value.sharding.is_equivalent_to(layout.backend_layout, len(value.shape))
 
 
 def global_rng_state() -> dict[str, Any]:
@@ -284,10 +358,47 @@ def dropout_rate_drawn(rate: float) -> float:
 
 
 def dropout(inputs: Any, rate: float, seed_generator: Any = None) -> Any:
-    """Training-mode dropout: Keras' own (`keras.random.dropout`), drawn from
-    ``seed_generator`` (the layer's), which XLA fuses into the surrounding
-    ops."""
-    return keras.random.dropout(inputs, rate, seed=seed_generator)
+    """Training-mode dropout: Keras' own (`keras.random.dropout`: the same
+    Bernoulli draws from ``seed_generator``, the layer's, the same outputs),
+    whose backward pass reads its kept elements from the output.
+
+    Why: with Keras' dropout XLA fuses the comparison `random words <
+    threshold` into both the forward and the backward select, and so keeps
+    each mask's 4-byte random words alive until the backward pass: 1.5 GB of
+    the float32 training step's 5.3 GB of temporaries at the chronos-t5-tiny
+    benchmark shape (`benchmarks/RESULTS.md`; an optimization barrier on the
+    mask does not help, XLA:CPU removes it before fusion). Here the backward
+    pass passes the gradient where the output is non-zero (`_scaled_keep`):
+    the output is kept anyway where a product reads it (the attention
+    weights, the feed-forward's hidden state), and the random words die in
+    the forward pass. An input of exactly 0 then gets no gradient even where
+    it was kept; where T5 drops out such zeros (after a ReLU, softmax
+    weights of masked positions) the gradient beyond them is zero anyway.
+    """
+    if seed_generator is None:  # Keras' global generator: its own function
+        return keras.random.dropout(inputs, rate)
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(seed_generator.next(), p=keep, shape=inputs.shape)
+    return _scaled_keep(inputs, mask, keep)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _scaled_keep(inputs: Any, mask: Any, keep: float) -> Any:
+    """``where(mask, inputs / keep, 0)``, Keras' dropout on a drawn mask."""
+    return jax.lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
+
+
+def _scaled_keep_forward(inputs, mask, keep):
+    outputs = _scaled_keep(inputs, mask, keep)
+    return outputs, outputs
+
+
+def _scaled_keep_backward(keep, outputs, grad):
+    # Transposed in the order of Keras' select-then-divide: the same rounding.
+    return jax.lax.select(outputs != 0, grad, jnp.zeros_like(grad)) / keep, None
+
+
+_scaled_keep.defvjp(_scaled_keep_forward, _scaled_keep_backward)
 
 
 # ---- attention ------------------------------------------------------------------------
@@ -388,3 +499,51 @@ def sample_top_k_candidates(*args: Any) -> None:
     """No kernel of its own (`cheap_top_k` is false: decoding samples from the
     whole vocabulary); `generation.sample_top_k`'s `keras.ops` code runs."""
     return None
+
+
+# ---- processes ------------------------------------------------------------------------
+# One JAX process trains on all the devices it sees (`chronos_moe.distribution`):
+# the batch is already global, so torch's data-parallel hooks (`torch_ddp.py`) are
+# the identity here.
+
+
+def initialize_processes() -> bool:
+    """One process (multi-host JAX is not supported yet): always `False`."""
+    return False
+
+
+def process_index() -> int:
+    return 0
+
+
+def process_count() -> int:
+    return 1
+
+
+def global_sum(x: Any) -> Any:
+    """`x`: a JAX step sees the global batch (`keras.distribution` splits it)."""
+    return x
+
+
+def data_parallel(model: keras.Model) -> None:
+    """Nothing to install: `keras.distribution` handles the devices."""
+
+
+def broadcast_object(value: Any) -> Any:
+    return value
+
+
+def all_objects(value: Any) -> list[Any]:
+    return [value]
+
+
+def any_process(flag: bool) -> bool:
+    return flag
+
+
+def barrier() -> None:
+    pass
+
+
+def shutdown_processes() -> None:
+    pass

@@ -17,6 +17,18 @@ from typing import Any
 import keras
 import torch
 
+from chronos_moe.backend.torch_ddp import (  # noqa: F401 (data parallelism, re-exported)
+    all_objects,
+    any_process,
+    barrier,
+    broadcast_object,
+    data_parallel,
+    global_sum,
+    initialize_processes,
+    process_count,
+    process_index,
+    shutdown_processes,
+)
 from chronos_moe.backend.torch_dropout import (  # noqa: F401 (dropout kernels, re-exported)
     AttentionWithDropout,
     dropout,
@@ -25,6 +37,9 @@ from chronos_moe.backend.torch_dropout import (  # noqa: F401 (dropout kernels, 
 
 # Keras' `jit_compile` for training: torch trains eagerly (no `torch.compile`).
 JIT_COMPILE = False
+# `keras.distribution` has no torch implementation in released Keras; torch
+# scales out with `torch.nn.parallel.DistributedDataParallel` under `torchrun`.
+KERAS_DISTRIBUTION = False
 
 
 def device_and_version() -> tuple[str, str]:
@@ -36,6 +51,11 @@ def device_and_version() -> tuple[str, str]:
     else:
         device = "cpu"
     return device, torch.__version__
+
+
+def is_laid_out(value: Any, layout: Any) -> bool:
+    """No device mesh on torch (see `KERAS_DISTRIBUTION`): never laid out."""
+    return False
 
 
 def global_rng_state() -> dict[str, Any]:

@@ -12,6 +12,7 @@ INIT_CONFIGS = {
     "dense": "chronos-t5-tiny-sample.yaml",
     "moe": "chronos-t5-tiny-moe-sample.yaml",
     "token-moe": "chronos-t5-tiny-token-moe-sample.yaml",
+    "bolt": "chronos-bolt-tiny-sample.yaml",
 }
 
 
@@ -22,7 +23,8 @@ def add_parser(commands) -> None:
         "init-config",
         "print a sample training config (YAML) to start from",
         "Prints one of the bundled sample training configs (Chronos-T5 tiny, dense, with "
-        "4 series-level experts, or with token-level experts) to stdout. Edit "
+        "4 series-level experts, or with token-level experts; or Chronos-Bolt tiny, dense, "
+        "trained on the quantile loss) to stdout. Edit "
         "`training_data_paths` and `output_dir`; "
         "docs/configuration.md explains every key.",
         "chronos-moe init-config moe > my-moe.yaml",
@@ -30,7 +32,7 @@ def add_parser(commands) -> None:
     init.add_argument(
         "kind",
         choices=tuple(INIT_CONFIGS),
-        help="dense model, series- or token-level Mixture-of-Experts",
+        help="dense model, series- or token-level Mixture-of-Experts, or Chronos-Bolt",
     )
     init.set_defaults(handler=run)
 

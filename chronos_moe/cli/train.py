@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +23,9 @@ def add_parser(commands) -> None:
         "start from.",
         "chronos-moe init-config moe > my-moe.yaml\n"
         "chronos-moe train --config my-moe.yaml\n"
-        "chronos-moe train --config my-moe.yaml --resume    # after an interruption",
+        "chronos-moe train --config my-moe.yaml --resume    # after an interruption\n"
+        "torchrun --standalone --nproc_per_node=8 -m chronos_moe train --config my-moe.yaml"
+        "    # torch DDP",
     )
     train.add_argument(
         "--config", required=True, type=Path, metavar="YAML", help="YAML training config"
@@ -56,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
         )
     from chronos_moe.training.lock import OutputLock
 
-    # The lock before Keras is imported: a second run on this directory exits at once.
-    with OutputLock(config.output_dir):
+    # The lock before Keras is imported: a second run on this directory exits at
+    # once. Under torchrun, rank 0 (`RANK`) holds it for all the processes.
+    rank = int(os.environ.get("RANK", "0"))
+    with OutputLock(config.output_dir) if rank == 0 else contextlib.nullcontext():
+        from chronos_moe import backend
         from chronos_moe.training.run import TrainingStopped, train
 
         try:
@@ -67,5 +74,8 @@ def run(args: argparse.Namespace) -> int:
         except TrainingStopped as stopped:  # SIGTERM: a clean stop, exit status 0
             print(f"chronos-moe train: {stopped}", file=sys.stderr)
             return 0
-    print(f"Final model: {result.final_dir}")
+        finally:
+            backend.shutdown_processes()
+    if rank == 0:
+        print(f"Final model: {result.final_dir}")
     return 0

@@ -1,4 +1,5 @@
-"""`ChronosDataset`: tokenized training and validation batches for `model.fit`."""
+"""`ChronosDataset`: training and validation batches for `model.fit`: tokenized
+for Chronos T5, the values themselves for Chronos-Bolt."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
-from chronos_moe.config import ChronosConfig
+from chronos_moe.config import ChronosBoltConfig, ChronosConfig
 from chronos_moe.data.arrow import ArrowSeriesFile
 from chronos_moe.data.errors import DataError
 from chronos_moe.data.report import DataReport
@@ -25,6 +26,7 @@ from chronos_moe.data.windows import (
     WindowId,
     check_probability,
 )
+from chronos_moe.errors import IndivisibleBatchError
 from chronos_moe.tokenizer import MeanScaleUniformBins
 from chronos_moe.validation import positive_int
 
@@ -44,7 +46,7 @@ class _Batch(NamedTuple):
 
 
 class ChronosDataset(keras.utils.PyDataset):
-    """Tokenized Chronos training or validation batches, for `model.fit` on any backend.
+    """Chronos training or validation batches, for `model.fit` on any backend.
 
     Reads one or more Arrow IPC files (memory-mapped, streamed: see
     `ArrowSeriesFile`) or in-memory series, cuts windows as the reference Chronos
@@ -56,6 +58,15 @@ class ChronosDataset(keras.utils.PyDataset):
     * `attention_mask`: bool, same shape, `False` on missing values and padding;
     * `labels`: int32 `(batch_size, prediction_length + 1)`, the future's tokens
       (with the past's scale) followed by EOS, `-100` where a value is missing.
+
+    Given a Chronos-Bolt model's `ChronosBoltConfig` instead, the same windows
+    are passed on as values, as `ChronosBolt` reads them (it standardises them
+    itself; see `ChronosBolt.forecast_loss`):
+
+    * `context`: float32 `(batch_size, context_length)`, the past, NaN where
+      missing and as left padding;
+    * `target`: float32 `(batch_size, prediction_length)`, the future, NaN where
+      missing.
 
     `mode="train"` is an endless stream (set `steps_per_epoch` in `fit`, or
     `steps` here for a finite one): windows are drawn at random, mixed by
@@ -74,8 +85,9 @@ class ChronosDataset(keras.utils.PyDataset):
             in-memory dataset), a 2-D array (rows are series), a pandas DataFrame in
             long format, a `SeriesSource`, or a list of paths, DataFrames and
             sources.
-        tokenizer: `MeanScaleUniformBins` or `ChronosConfig`. The model's tokenizer
-            (`model.chronos_config` builds one).
+        tokenizer: `MeanScaleUniformBins`, `ChronosConfig` or
+            `ChronosBoltConfig`. The model's tokenizer (`model.chronos_config`
+            builds one); a `ChronosBoltConfig` gives Chronos-Bolt's batches.
         batch_size: int. Windows per batch. Defaults to `32`.
         probability: list of float. The chance of drawing from each source; one
             per source, non-negative, summing to 1. Defaults to uniform.
@@ -128,7 +140,7 @@ class ChronosDataset(keras.utils.PyDataset):
     def __init__(
         self,
         paths_or_data: Any,
-        tokenizer: MeanScaleUniformBins | ChronosConfig,
+        tokenizer: MeanScaleUniformBins | ChronosConfig | ChronosBoltConfig,
         batch_size: int = 32,
         probability: Sequence[float] | None = None,
         context_length: int | None = None,
@@ -155,9 +167,10 @@ class ChronosDataset(keras.utils.PyDataset):
             )
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         _check_arguments(mode, batch_size, steps, drop_prob)
-        self.tokenizer = _tokenizer(tokenizer, context_length, prediction_length)
-        self.context_length = self.tokenizer.config.context_length
-        self.prediction_length = self.tokenizer.config.prediction_length
+        # Chronos-Bolt reads the values themselves: no tokenizer (`None`).
+        self.tokenizer, self.config = _tokenizer(tokenizer, context_length, prediction_length)
+        self.context_length = self.config.context_length
+        self.prediction_length = self.config.prediction_length
         self.batch_size = int(batch_size)
         self.mode = mode
         self.steps = None if steps is None else int(steps)
@@ -196,6 +209,48 @@ class ChronosDataset(keras.utils.PyDataset):
         self._settings = self._describe(
             min_past, max_missing_prop, probability, shuffle_buffer_length
         )
+        self.process_index, self.process_count = 0, 1
+
+    def shard(self, process_index: int, process_count: int) -> None:
+        """Makes each training batch this process' rows of the global batch.
+
+        Under data parallelism every process reads the same stream of global
+        batches of `batch_size` windows (the same seed), and `dataset[i]` gives
+        the `process_index`-th of `process_count` equal slices of batch `i`: the
+        union over the processes is the batch one process would train on.
+        `batch_identities`, `get_state` and `set_state` stay global.
+
+        Raises `IndivisibleBatchError` when `process_count` does not divide
+        `batch_size`.
+
+        Example:
+
+        >>> import numpy as np
+        >>> from chronos_moe.config import ChronosConfig
+        >>> series = [np.sin(np.arange(200) / 5.0) + 2.0 for _ in range(8)]
+        >>> config = ChronosConfig(context_length=32, prediction_length=8)
+        >>> whole = ChronosDataset(series, config, batch_size=4, min_past=16)
+        >>> second = ChronosDataset(series, config, batch_size=4, min_past=16)
+        >>> second.shard(1, 2)
+        >>> second[0]["input_ids"].shape
+        (2, 33)
+        >>> bool((second[0]["input_ids"] == whole[0]["input_ids"][2:]).all())
+        True
+        """
+        if self.mode != "train":
+            raise ValueError(f"Only a training stream is sharded. Received: mode={self.mode!r}")
+        if not 0 <= process_index < process_count:
+            raise ValueError(
+                "`process_index` must be in [0, process_count). Received: "
+                f"process_index={process_index}, process_count={process_count}"
+            )
+        if self.batch_size % process_count:
+            raise IndivisibleBatchError(
+                "The number of processes must divide the global batch: each takes "
+                f"batch_size / processes windows of every step. Received: processes="
+                f"{process_count}, batch_size={self.batch_size}"
+            )
+        self.process_index, self.process_count = int(process_index), int(process_count)
 
     def _describe(self, min_past, max_missing_prop, probability, shuffle_buffer_length) -> dict:
         """The settings and sources this dataset was made with (JSON-ready)."""
@@ -210,8 +265,10 @@ class ChronosDataset(keras.utils.PyDataset):
             "shuffle_buffer_length": int(shuffle_buffer_length),
             "drop_prob": getattr(self._windows, "drop_prob", 0.0),
             "seed": int(self.seed),
-            "tokenizer": {
-                **self.tokenizer.config.to_dict(),
+            "tokenizer": self.config.to_dict()
+            if self.tokenizer is None
+            else {
+                **self.config.to_dict(),
                 "low_limit": self.tokenizer.low_limit,
                 "high_limit": self.tokenizer.high_limit,
             },
@@ -246,7 +303,12 @@ class ChronosDataset(keras.utils.PyDataset):
             if self.mode == "validation":
                 return self._tokenize(self._validation_windows(index))
             self._consumed = max(self._consumed, index + 1)
-            return self._batch_at(self._origin + index).inputs
+            inputs = self._batch_at(self._origin + index).inputs
+        if self.process_count == 1:
+            return inputs
+        rows = self.batch_size // self.process_count
+        first = self.process_index * rows
+        return {name: value[first : first + rows] for name, value in inputs.items()}
 
     def batch_identities(self, index: int) -> list[WindowId]:
         """The identities `(file, series, cut, cycle)` of the windows of batch `index`.
@@ -373,6 +435,8 @@ class ChronosDataset(keras.utils.PyDataset):
     def _tokenize(self, windows: list[Window]) -> dict[str, np.ndarray]:
         past = np.stack([window.past for window in windows])
         future = np.stack([window.future for window in windows])
+        if self.tokenizer is None:  # Chronos-Bolt
+            return {"context": past.astype(np.float32), "target": future.astype(np.float32)}
         input_ids, attention_mask, scale = self.tokenizer.context_input_transform(past)
         labels, label_mask = self.tokenizer.label_input_transform(future, scale)
         return {
@@ -404,19 +468,21 @@ class ChronosDataset(keras.utils.PyDataset):
 
 
 def _tokenizer(
-    tokenizer: MeanScaleUniformBins | ChronosConfig,
+    tokenizer: MeanScaleUniformBins | ChronosConfig | ChronosBoltConfig,
     context_length: int | None,
     prediction_length: int | None,
-) -> MeanScaleUniformBins:
-    """The tokenizer, rebuilt when the window lengths differ from its config's."""
+) -> tuple[MeanScaleUniformBins | None, ChronosConfig | ChronosBoltConfig]:
+    """The tokenizer (`None` for Chronos-Bolt) and its config, rebuilt when the
+    window lengths differ from the config's."""
     if isinstance(tokenizer, ChronosConfig):
         tokenizer = MeanScaleUniformBins.from_config(tokenizer)
-    if not isinstance(tokenizer, MeanScaleUniformBins):
+    if not isinstance(tokenizer, (MeanScaleUniformBins, ChronosBoltConfig)):
         raise TypeError(
-            "`tokenizer` must be a MeanScaleUniformBins or a ChronosConfig. "
-            f"Received: {type(tokenizer).__name__}"
+            "`tokenizer` must be a MeanScaleUniformBins, a ChronosConfig or a "
+            f"ChronosBoltConfig. Received: {type(tokenizer).__name__}"
         )
-    config = tokenizer.config
+    bolt = isinstance(tokenizer, ChronosBoltConfig)
+    config = tokenizer if bolt else tokenizer.config
     overrides = {}
     if context_length is not None and context_length != config.context_length:
         overrides["context_length"] = context_length
@@ -424,8 +490,9 @@ def _tokenizer(
         overrides["prediction_length"] = prediction_length
     if overrides:
         config = dataclasses.replace(config, **overrides)
-        tokenizer = MeanScaleUniformBins(tokenizer.low_limit, tokenizer.high_limit, config)
-    return tokenizer
+        if not bolt:
+            tokenizer = MeanScaleUniformBins(tokenizer.low_limit, tokenizer.high_limit, config)
+    return (None, config) if bolt else (tokenizer, config)
 
 
 def _check_arguments(mode: str, batch_size: int, steps: int | None, drop_prob) -> None:

@@ -162,6 +162,8 @@ class T5Attention(keras.layers.Layer):
 
     def call(self, hidden_states, key_value_states=None, attention_bias=None, training=False):
         batch, q_len = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
+        if key_value_states is not None and q_len == 1 and not training:
+            return self._attend_from_one_query(hidden_states, key_value_states, attention_bias)
         source = hidden_states if key_value_states is None else key_value_states
         keys, values = self.project_key_value(source)
         query = ops.reshape(
@@ -180,6 +182,39 @@ class T5Attention(keras.layers.Layer):
             rate, seed_generator = 0.0, None
         context = backend.attention(query, keys, values, terms, rate, seed_generator)
         return self._output(context, batch, q_len)
+
+    def _attend_from_one_query(self, hidden_states, key_value_states, attention_bias):
+        """Cross-attention from one query position per row (inference), without
+        the keys and values of every position: with one query `q` per head,
+        `q · (X W_k)ᵀ = (q W_kᵀ) · Xᵀ` and `Σ w (X W_v) = (Σ w X) W_v`, so `X`
+        is read twice instead of multiplied by two `d_model × heads · d_kv`
+        kernels. Chronos-Bolt's single decoder step: per layer, `2 · k_len`
+        products with the kernels become `2 · heads` ones.
+
+        Args:
+            hidden_states: `(batch, 1, d_model)`.
+            key_value_states: `(batch, k_len, d_model)`.
+            attention_bias: as for `call`.
+
+        Returns:
+            `(batch, 1, d_model)`.
+        """
+        batch, heads, d_kv = ops.shape(hidden_states)[0], self.num_heads, self.key_value_dim
+        query = ops.reshape(invoke(self.query, hidden_states), (batch, heads, d_kv))
+        key_kernel = ops.reshape(self._kernel(self.key), (self.hidden_dim, heads, d_kv))
+        value_kernel = ops.reshape(self._kernel(self.value), (self.hidden_dim, heads, d_kv))
+        folded = ops.einsum("bhd,mhd->bhm", query, key_kernel)  # (batch, heads, d_model)
+        scores = ops.einsum("bhm,bkm->bhk", folded, key_value_states)  # (batch, heads, k_len)
+        if isinstance(attention_bias, (tuple, list)):
+            attention_bias = sum_bias_terms(attention_bias)
+        if attention_bias is not None:
+            bias = cast_bias(attention_bias, scores.dtype)  # (batch or 1, heads or 1, 1, k_len)
+            scores = (scores[:, :, None, :] + bias)[:, :, 0, :]
+        # Softmax accumulated in float32, as `dot_product_attention`.
+        weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), scores.dtype)
+        mixed = ops.einsum("bhk,bkm->bhm", weights, key_value_states)  # (batch, heads, d_model)
+        context = ops.einsum("bhm,mhd->bhd", mixed, value_kernel)  # (batch, heads, d_kv)
+        return self._output(context[:, :, None, :], batch, 1)
 
     def decode_step(
         self,

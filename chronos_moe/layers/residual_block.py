@@ -20,6 +20,16 @@ ACTIVATIONS = {
 }
 
 
+def checked_activation(activation: str) -> str:
+    """`activation`, or a named error when it is not one of `ACTIVATIONS`."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"`activation` must be one of {sorted(ACTIVATIONS)}. "
+            f"Received: activation={activation!r}"
+        )
+    return activation
+
+
 @register
 class ResidualBlock(keras.layers.Layer):
     """A two-layer MLP with a linear shortcut:
@@ -72,11 +82,7 @@ class ResidualBlock(keras.layers.Layer):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"`activation` must be one of {sorted(ACTIVATIONS)}. "
-                f"Received: activation={activation!r}"
-            )
+        checked_activation(activation)
         self.intermediate_dim = positive_int(intermediate_dim, "intermediate_dim")
         self.output_dim = positive_int(output_dim, "output_dim")
         self.activation = activation

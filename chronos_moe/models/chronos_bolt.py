@@ -21,7 +21,8 @@ from chronos_moe.layers.common import invoke, normal_initializer, register
 from chronos_moe.layers.feed_forward import FEED_FORWARD_PROJECTIONS
 from chronos_moe.layers.residual_block import ResidualBlock
 from chronos_moe.models.chronos_t5 import format_count
-from chronos_moe.models.t5_stacks import T5Stacks
+from chronos_moe.models.quantile_loss import quantile_loss
+from chronos_moe.models.t5_stacks import T5Stacks, checked_feed_forward_layers
 from chronos_moe.validation import positive_int
 
 # The reference's `InstanceNorm(eps=1e-5)`: the scale of a constant series.
@@ -108,6 +109,10 @@ class ChronosBolt(T5Stacks):
             Defaults to `1.0`.
         chronos_config: dict. The checkpoint's `chronos_config` block (see
             `ChronosBoltConfig`). Defaults to `ChronosBoltConfig()`.
+        feed_forward_layers: dict. Block name (`"encoder_block_0"`, …) → the
+            layer to use as that block's feed-forward, as for `ChronosT5`
+            (the token-level experts of `build_moe_chronos(level="token")`).
+            Defaults to `None`.
 
     Call arguments:
         inputs: dict with `context` `(batch, time)` (NaN marks missing values)
@@ -117,6 +122,11 @@ class ChronosBolt(T5Stacks):
     Returns:
         Quantile forecasts `(batch, len(quantiles), prediction_length)` in the
         units of the context.
+
+    Training: `fit` on batches with `context` and `target` `(batch, <=
+    prediction_length)` (a `ChronosDataset` made with the model's
+    `chronos_config` gives them) minimises the reference's quantile loss
+    (`compute_loss`, `forecast_loss`).
 
     Example:
 
@@ -128,7 +138,15 @@ class ChronosBolt(T5Stacks):
     >>> forecast = model({"context": np.sin(np.arange(40.0))[None].astype("float32")})
     >>> tuple(forecast.shape)
     (1, 3, 8)
+    >>> batch = {"context": np.sin(np.arange(40.0))[None].astype("float32"),
+    ...          "target": np.ones((1, 8), "float32")}
+    >>> loss = model.compute_loss(x=batch, y_pred=model(batch))
+    >>> tuple(loss.shape)
+    ()
     """
+
+    # The name under which training reports the forecasting loss.
+    forecast_loss_name = "quantile_loss"
 
     def __init__(
         self,
@@ -146,6 +164,7 @@ class ChronosBolt(T5Stacks):
         decoder_start_token_id: int = 0,
         initializer_factor: float = 1.0,
         chronos_config: dict[str, Any] | None = None,
+        feed_forward_layers: dict[str, keras.Layer] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -196,7 +215,9 @@ class ChronosBolt(T5Stacks):
         self.decoder_start_token_id = decoder_start_token_id
         self.initializer_factor = initializer_factor
         self.reg_token_id = 1  # the reference's `config.reg_token_id`
-        self.feed_forward_layers: dict[str, keras.Layer] = {}
+        self.feed_forward_layers = checked_feed_forward_layers(
+            feed_forward_layers, self.num_layers, self.num_decoder_layers
+        )
         self._make_layers()
         self.build()
 
@@ -270,6 +291,16 @@ class ChronosBolt(T5Stacks):
 
     # ---- encoder ---------------------------------------------------------------
 
+    def last_context(self, context, mask=None):
+        """The last `context_length` steps of `context` `(batch, time)` (and of
+        `mask`, when given): what the model reads."""
+        length = self.chronos_config.context_length
+        context = ops.convert_to_tensor(context)
+        if context.shape[-1] > length:
+            context = context[:, -length:]
+            mask = None if mask is None else mask[:, -length:]
+        return context, mask
+
     def encode(self, context, mask=None, training=False):
         """The encoder pass of a batch of series.
 
@@ -286,10 +317,7 @@ class ChronosBolt(T5Stacks):
             standard deviation `(batch, 1)` float32.
         """
         chronos = self.chronos_config
-        context = ops.convert_to_tensor(context)
-        if context.shape[-1] > chronos.context_length:
-            context = context[:, -chronos.context_length :]
-            mask = None if mask is None else mask[:, -chronos.context_length :]
+        context, mask = self.last_context(context, mask)
         # Standardised over the non-NaN values (whatever `mask` says, as the
         # reference) in float32, then moved to the model's dtype.
         not_nan = ops.logical_not(ops.isnan(context))
@@ -302,38 +330,108 @@ class ChronosBolt(T5Stacks):
         patched_mask = patches(weight, size, stride, 0.0)
         patched = ops.where(patched_mask > 0, patched, 0.0)
         features = ops.concatenate([patched, patched_mask], axis=-1)  # (batch, patches, 2·size)
-        attention_mask = ops.sum(patched_mask, axis=-1) > 0  # a patch with one observed value
         embeddings = invoke(self.input_patch_embedding, features, training=training)
         if chronos.use_reg_token:
             batch = ops.shape(embeddings)[0]
             reg_ids = ops.full((batch, 1), self.reg_token_id, dtype="int32")
             embeddings = ops.concatenate([embeddings, invoke(self.shared, reg_ids)], axis=1)
-            attention_mask = ops.concatenate(
-                [attention_mask, ops.ones((batch, 1), dtype="bool")], axis=1
-            )
+        attention_mask = self.encoder_mask(patched_mask)
         states = self.encode_embeddings(embeddings, attention_mask, training)
         return states, attention_mask, loc, scale
 
+    def encoder_mask(self, patched_mask):
+        """The encoder's attention mask `(batch, patches (+ 1))` of the patches'
+        observed masks `(batch, patches, input_patch_size)`: a patch with one
+        observed value (and the `[REG]` token) is attended to."""
+        attention_mask = ops.sum(patched_mask, axis=-1) > 0
+        if self.chronos_config.use_reg_token:
+            batch = ops.shape(attention_mask)[0]
+            attention_mask = ops.concatenate(
+                [attention_mask, ops.ones((batch, 1), dtype="bool")], axis=1
+            )
+        return attention_mask
+
+    def context_mask(self, context, mask=None):
+        """The encoder's attention mask `(batch, patches (+ 1))` of a context
+        (what `encode` returns, without running the encoder)."""
+        context, mask = self.last_context(context, mask)
+        observed = ops.logical_not(ops.isnan(context)) if mask is None else mask
+        chronos = self.chronos_config
+        weight = ops.cast(observed, self.compute_dtype)
+        return self.encoder_mask(
+            patches(weight, chronos.input_patch_size, chronos.input_patch_stride, 0.0)
+        )
+
     # ---- decoder and head (`decode`: see `T5Stacks`) -------------------------------
 
-    def forecast_scaled(self, encoder_states, attention_mask, training=False):
-        """Standardised quantile forecasts `(batch, len(quantiles),
-        prediction_length)`: one decoder step from the start token, then the
-        output block."""
+    def decoder_state(self, encoder_states, attention_mask, training=False):
+        """The decoder's state `(batch, 1, d_model)` after one step from the
+        start token: what the output block (or the experts) read."""
         batch = ops.shape(encoder_states)[0]
         start = ops.full((batch, 1), self.decoder_start_token_id, dtype="int32")
-        hidden = self.decode(start, encoder_states, attention_mask, training)  # (batch, 1, d_model)
-        outputs = invoke(self.output_patch_embedding, hidden, training=training)
+        return self.decode(start, encoder_states, attention_mask, training)
+
+    def quantile_forecast(self, head_outputs, loc, scale):
+        """Quantile forecasts `(batch, len(quantiles), prediction_length)` in
+        the series' units, float32, of the output block's `(batch, 1,
+        len(quantiles) · prediction_length)` standardised values."""
         shape = (-1, self.num_quantiles, self.chronos_config.prediction_length)
-        return ops.reshape(outputs, shape)  # (batch, quantiles, horizon)
+        scaled = ops.reshape(head_outputs, shape)  # (batch, quantiles, horizon)
+        # Back to the series' units in float32 (the reference's `InstanceNorm.inverse`).
+        return ops.cast(scaled, "float32") * scale[:, :, None] + loc[:, :, None]
 
     def call(self, inputs, training=False):
         states, attention_mask, loc, scale = self.encode(
             inputs["context"], inputs.get("mask"), training
         )
-        scaled = self.forecast_scaled(states, attention_mask, training)
-        # Back to the series' units in float32 (the reference's `InstanceNorm.inverse`).
-        return ops.cast(scaled, "float32") * scale[:, :, None] + loc[:, :, None]
+        hidden = self.decoder_state(states, attention_mask, training)
+        outputs = invoke(self.output_patch_embedding, hidden, training=training)
+        return self.quantile_forecast(outputs, loc, scale)
+
+    # ---- training ------------------------------------------------------------------
+
+    def forecast_loss(self, x, y, quantiles):
+        """The reference's quantile loss (`quantile_loss`) of forecasts in the
+        series' units against the batch's future.
+
+        Both are standardised with the loc and scale of the context (the
+        encoder's float32 values, recomputed from `x["context"]`), as the
+        reference compares its standardised forecasts with the standardised
+        target.
+
+        Args:
+            x: the batch: `context` `(batch, time)`, `target` `(batch,
+                target_length <= prediction_length)` (NaN where missing) and
+                optionally `target_mask` (true where the target counts;
+                defaults to its non-NaN values).
+            y: the target, in place of `x["target"]`; or `None`.
+            quantiles: `(batch, len(quantiles), prediction_length)`, the
+                model's forecasts of the batch (`call`).
+
+        Returns:
+            The loss, a float32 scalar.
+        """
+        target = ops.convert_to_tensor(x["target"] if y is None else y, "float32")
+        horizon = self.chronos_config.prediction_length
+        if target.shape[-1] > horizon:
+            raise ValueError(
+                f"The target must be at most prediction_length={horizon} steps long. "
+                f"Received: target of shape {tuple(target.shape)}"
+            )
+        context, _ = self.last_context(x["context"])
+        _, loc, scale = instance_norm(context, ops.logical_not(ops.isnan(context)))
+        target_mask = x.get("target_mask")
+        if target_mask is None:
+            target_mask = ops.logical_not(ops.isnan(target))
+        scaled_target = (target - loc) / scale
+        scaled_quantiles = (ops.cast(quantiles, "float32") - loc[:, :, None]) / scale[:, :, None]
+        return quantile_loss(scaled_quantiles, scaled_target, target_mask, self.quantiles)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The quantile loss of `forecast_loss` against `x["target"]` (or `y`),
+        plus the model's added losses; what `fit` minimises."""
+        loss = self.forecast_loss(x, y, y_pred)
+        return loss + ops.cast(sum(self.losses), "float32") if self.losses else loss
 
     def get_config(self):
         return {
@@ -352,4 +450,5 @@ class ChronosBolt(T5Stacks):
             "decoder_start_token_id": self.decoder_start_token_id,
             "initializer_factor": self.initializer_factor,
             "chronos_config": self.chronos_config.to_dict(),
+            "feed_forward_layers": self.serialized_feed_forward_layers(),
         }

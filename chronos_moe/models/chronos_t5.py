@@ -20,7 +20,11 @@ from chronos_moe.models.labels import (  # noqa: F401 (IGNORE_INDEX re-exported)
     masked_cross_entropy,
     shift_right,
 )
-from chronos_moe.models.t5_stacks import T5Stacks, padding_bias  # noqa: F401 (re-exported)
+from chronos_moe.models.t5_stacks import (  # noqa: F401 (padding_bias re-exported)
+    T5Stacks,
+    checked_feed_forward_layers,
+    padding_bias,
+)
 from chronos_moe.validation import positive_int
 
 
@@ -41,23 +45,6 @@ def _chronos_config(chronos_config: dict[str, Any] | None, vocab_size: int) -> C
             f"Received: n_tokens={chronos.n_tokens}, vocab_size={vocab_size}"
         )
     return chronos
-
-
-def _feed_forward_layers(
-    layers: dict[str, keras.Layer] | None, num_layers: int, num_decoder_layers: int
-) -> dict[str, keras.Layer]:
-    """`layers` (block name -> feed-forward layer) checked against the model's blocks."""
-    layers = dict(layers or {})
-    block_names = [f"encoder_block_{i}" for i in range(num_layers)] + [
-        f"decoder_block_{i}" for i in range(num_decoder_layers)
-    ]
-    unknown = sorted(set(layers) - set(block_names))
-    if unknown:
-        raise ValueError(
-            f"`feed_forward_layers` names blocks this model does not have. "
-            f"Received: {unknown} (blocks: encoder_block_0…, decoder_block_0…)"
-        )
-    return layers
 
 
 @register
@@ -171,7 +158,7 @@ class ChronosT5(T5Stacks):
         self.eos_token_id = eos_token_id
         self.initializer_factor = initializer_factor
         self.chronos_config = chronos
-        self.feed_forward_layers = _feed_forward_layers(
+        self.feed_forward_layers = checked_feed_forward_layers(
             feed_forward_layers, num_layers, num_decoder_layers
         )
         self._make_layers()
@@ -406,18 +393,5 @@ class ChronosT5(T5Stacks):
             "eos_token_id": self.eos_token_id,
             "initializer_factor": self.initializer_factor,
             "chronos_config": self.chronos_config.to_dict(),
-            "feed_forward_layers": {
-                name: keras.saving.serialize_keras_object(layer)
-                for name, layer in self.feed_forward_layers.items()
-            }
-            or None,
+            "feed_forward_layers": self.serialized_feed_forward_layers(),
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        layers = config.get("feed_forward_layers") or {}
-        config["feed_forward_layers"] = {
-            name: keras.saving.deserialize_keras_object(layer) for name, layer in layers.items()
-        } or None
-        return cls(**config)

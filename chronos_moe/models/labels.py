@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from keras import ops
 
+from chronos_moe import backend
+
 IGNORE_INDEX = -100
 
 
@@ -30,4 +32,7 @@ def masked_cross_entropy(labels, logits):
     safe = ops.where(valid, labels, 0)
     picked = ops.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0]
     valid = ops.cast(valid, "float32")
-    return -ops.sum(picked * valid) / ops.maximum(ops.sum(valid), 1.0)
+    # Summed over the ranks of a torch data-parallel step (else as is): the
+    # mean over the global batch's valid tokens.
+    total = backend.global_sum(-ops.sum(picked * valid))
+    return total / ops.maximum(backend.global_sum(ops.sum(valid)), 1.0)

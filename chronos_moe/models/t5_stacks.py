@@ -26,6 +26,23 @@ def padding_bias(mask):
     return (1.0 - keep) * MASK_BIAS
 
 
+def checked_feed_forward_layers(
+    layers: dict[str, keras.Layer] | None, num_layers: int, num_decoder_layers: int
+) -> dict[str, keras.Layer]:
+    """`layers` (block name -> feed-forward layer) checked against the model's blocks."""
+    layers = dict(layers or {})
+    block_names = [f"encoder_block_{i}" for i in range(num_layers)] + [
+        f"decoder_block_{i}" for i in range(num_decoder_layers)
+    ]
+    unknown = sorted(set(layers) - set(block_names))
+    if unknown:
+        raise ValueError(
+            f"`feed_forward_layers` names blocks this model does not have. "
+            f"Received: {unknown} (blocks: encoder_block_0…, decoder_block_0…)"
+        )
+    return layers
+
+
 class T5Stacks(keras.Model):
     """The base of the Chronos encoder-decoders: T5's two stacks, built from the
     model's T5 settings (`d_model`, `d_kv`, `d_ff`, `num_heads`, `num_layers`,
@@ -86,6 +103,22 @@ class T5Stacks(keras.Model):
             dtype=self.dtype_policy,
             name=name,
         )
+
+    def serialized_feed_forward_layers(self) -> dict[str, dict] | None:
+        """`feed_forward_layers` for `get_config` (`None` when there are none)."""
+        return {
+            name: keras.saving.serialize_keras_object(layer)
+            for name, layer in self.feed_forward_layers.items()
+        } or None
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        layers = config.get("feed_forward_layers") or {}
+        config["feed_forward_layers"] = {
+            name: keras.saving.deserialize_keras_object(layer) for name, layer in layers.items()
+        } or None
+        return cls(**config)
 
     def size_name(self) -> str:
         """The T5 size preset this shape matches (`"tiny"`, …), or `"custom"`."""

@@ -3,6 +3,7 @@ model is built."""
 
 from __future__ import annotations
 
+from chronos_moe.models.chronos_bolt import ChronosBolt
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.balancing import validate_balancing
 from chronos_moe.moe.router import validate_routing
@@ -26,9 +27,10 @@ def validate_moe_arguments(
     **non_negative: float,
 ) -> None:
     """Every named error of `build_moe_chronos`, raised before any model is built."""
-    if not isinstance(base, ChronosT5):
+    if not isinstance(base, (ChronosT5, ChronosBolt)):
         raise TypeError(
-            f"`base` must be a ChronosT5 model. Received: base of type {type(base).__name__}"
+            "`base` must be a ChronosT5 or ChronosBolt model. "
+            f"Received: base of type {type(base).__name__}"
         )
     validate_routing(num_experts, top_k)
     validate_balancing(load_balancing_mode, load_balancing_window, bias_update_rate)

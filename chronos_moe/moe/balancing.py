@@ -10,6 +10,7 @@ import warnings
 import keras
 from keras import ops
 
+from chronos_moe import backend
 from chronos_moe.layers.common import register
 
 # How the router is kept balanced (`ChronosMoE(load_balancing_mode=...)`): the
@@ -55,7 +56,8 @@ def slot_shares(expert_indices, num_experts: int, mask=None):
     slots = ops.sum(ops.one_hot(expert_indices, num_experts, dtype="float32"), axis=1)  # (batch, N)
     if mask is not None:
         slots = slots * ops.cast(mask, "float32")[:, None]
-    return ops.sum(slots, axis=0) / ops.maximum(ops.sum(slots), 1.0)
+    counts = backend.global_sum(ops.sum(slots, axis=0))  # the global batch's (torch DDP)
+    return counts / ops.maximum(ops.sum(counts), 1.0)
 
 
 def windowed_load(previous, shares, window: int):
@@ -110,9 +112,13 @@ def masked_mean_rows(values, mask=None):
     true (all rows when `mask` is None), in float32."""
     values = ops.cast(values, "float32")
     if mask is None:
-        return ops.mean(values, axis=0)
-    weights = ops.reshape(ops.cast(mask, "float32"), (-1,) + (1,) * (len(values.shape) - 1))
-    return ops.sum(values * weights, axis=0) / ops.maximum(ops.sum(weights), 1.0)
+        weights = ops.ones((ops.shape(values)[0],) + (1,) * (len(values.shape) - 1), "float32")
+    else:
+        weights = ops.reshape(ops.cast(mask, "float32"), (-1,) + (1,) * (len(values.shape) - 1))
+    # Summed over the ranks of a torch data-parallel step (else as is): the
+    # mean over the global batch.
+    total = backend.global_sum(ops.sum(values * weights, axis=0))
+    return total / ops.maximum(backend.global_sum(ops.sum(weights)), 1.0)
 
 
 def load_balancing_loss(

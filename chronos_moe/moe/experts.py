@@ -87,6 +87,11 @@ class MoEExpertHead(keras.layers.Layer):
             initializer=normal_initializer(d_model**-0.5),  # overwritten by build_moe_chronos
         )
 
+    @property
+    def expert_weights(self) -> tuple:
+        """The stacked weights of the experts: `up`, `down`, `head`."""
+        return self.up, self.down, self.head
+
     def call(self, hidden_states, expert_indices, gates):
         return self.apply(hidden_states, self.gather(expert_indices, gates))
 

@@ -9,9 +9,11 @@ from typing import Any
 import keras
 from keras import ops
 
+from chronos_moe.distribution import check_expert_sharding, check_num_experts
 from chronos_moe.layers.common import register
-from chronos_moe.models.chronos_t5 import ChronosT5, format_count
+from chronos_moe.models.chronos_t5 import format_count
 from chronos_moe.models.labels import masked_cross_entropy, shift_right
+from chronos_moe.models.t5_stacks import T5Stacks
 from chronos_moe.moe.arguments import validate_moe_arguments
 from chronos_moe.moe.balancing import LoadBalancingRegularizer
 from chronos_moe.moe.experts import MoEExpertHead
@@ -81,9 +83,12 @@ class ChronosMoE(keras.Model):
         `decoder_router_logits` `(layers, batch, dec_len, N)`.
     """
 
+    # The name under which `compute_loss` logs the forecasting loss.
+    forecast_loss_name = "ce_loss"
+
     def __init__(
         self,
-        base: ChronosT5,
+        base: T5Stacks,
         num_experts: int = 4,
         top_k: int = 2,
         load_balancing_weight: float = 0.01,
@@ -115,6 +120,7 @@ class ChronosMoE(keras.Model):
             router_z_loss_weight=router_z_loss_weight,
             router_jitter_noise=router_jitter_noise,
         )
+        check_num_experts(num_experts)  # under a distribution: before any expert weight exists
         self.level = level
         self.moe_every = int(moe_every)
         self.shared_expert = bool(shared_expert)
@@ -148,23 +154,25 @@ class ChronosMoE(keras.Model):
         self.regularizer = LoadBalancingRegularizer(
             num_experts, loss_weight, router_z_loss_weight, name="regularizer"
         )
-        self.ce_tracker = keras.metrics.Mean(name="ce_loss")
+        # The forecasting loss's tracker (`ce_loss`; `quantile_loss` for Chronos-Bolt).
+        self.ce_tracker = keras.metrics.Mean(name=self.forecast_loss_name)
         self.lb_tracker = keras.metrics.Mean(name="lb_loss")
         self.z_tracker = keras.metrics.Mean(name="z_loss") if router_z_loss_weight > 0 else None
         self.utilization = ExpertUtilization(num_experts)
         self.token_layers = token_expert_layers(base)
         self.router = self.experts = None
         if level == "series":
-            self.router, self.experts = self._series_experts()
+            self.router, self.experts = self._router(), self._series_experts()
         if freeze_base and level == "token":
             freeze_all_but_experts(base)
         elif freeze_base:
             base.trainable = False
         self.build()
+        check_expert_sharding(self)  # under a distribution: expert weights split, all placed
 
-    def _series_experts(self) -> tuple[ContextRouter, MoEExpertHead]:
-        """Series level: the router and the expert heads, from the stored settings."""
-        router = ContextRouter(
+    def _router(self) -> ContextRouter:
+        """Series level: the router, from the stored settings."""
+        return ContextRouter(
             self.num_experts,
             self.top_k,
             self.router_hidden_dim,
@@ -175,7 +183,10 @@ class ChronosMoE(keras.Model):
             bias_update_rate=self.bias_update_rate,
             name="router",
         )
-        experts = MoEExpertHead(
+
+    def _series_experts(self) -> MoEExpertHead:
+        """Series level: the expert heads, from the stored settings."""
+        return MoEExpertHead(
             self.num_experts,
             self.base.vocab_size,
             self.expert_hidden_dim,
@@ -183,7 +194,12 @@ class ChronosMoE(keras.Model):
             dtype=self.base.dtype_policy,
             name="experts",
         )
-        return router, experts
+
+    def upcycle(self, noise: float = 0.0, seed: int | None = None) -> None:
+        """Series level: every expert head becomes a copy of the base's output
+        head (`expert_heads`), with N(0, (noise · std(head))²) added when `noise > 0`."""
+        heads = expert_heads(self.base, self.num_experts, noise, seed)
+        self.experts.head.assign(heads.astype(self.experts.head.dtype))
 
     def build(self, input_shape=None):
         if self.built:
@@ -206,7 +222,7 @@ class ChronosMoE(keras.Model):
             f"<ChronosMoE {self.name!r}: {'token level, ' if self.level == 'token' else ''}"
             f"{self.num_experts} experts, "
             f"top-{self.top_k} routing ({format_count(moe)} parameters in {where}) on a "
-            f"ChronosT5 {self.base.describe()}>"
+            f"{type(self.base).__name__} {self.base.describe()}>"
         )
 
     # The generation interface of ChronosT5, delegated to the shared base.
@@ -302,9 +318,7 @@ class ChronosMoE(keras.Model):
                 masks = self.token_masks(
                     inputs, ops.shape(inputs["input_ids"])[1], ops.shape(decoder_input_ids)[1]
                 )
-                for record, index in zip(records, range(len(records)), strict=True):
-                    stack_mask = masks[0] if index < len(self.encoder_token_layers) else masks[1]
-                    record["layer"].update_balance(record["expert_indices"], stack_mask)
+                self.update_token_balance(records, masks)
             return {"logits": self.base.compute_logits(hidden), **routing}
         encoder_states = self.base.encode(inputs["input_ids"], mask, training)
         routing = self.router(encoder_states, mask, training=training)
@@ -312,13 +326,34 @@ class ChronosMoE(keras.Model):
         logits = self.experts(hidden, routing["expert_indices"], routing["gates"])
         return {"logits": logits, **routing}
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """`ce + weight · lb (+ z weight · z)`; updates the `ce_loss`, `lb_loss`,
-        `z_loss` and utilisation trackers."""
+    def update_token_balance(self, records, masks) -> None:
+        """Training, token level: moves each expert layer's balance state by
+        this step's routes (`records` of `recording_routes`), counting the
+        tokens of `masks` (the encoder's and the decoder's)."""
+        encoder_count = len(self.encoder_token_layers)
+        for index, record in enumerate(records):
+            mask = masks[0] if index < encoder_count else masks[1]
+            record["layer"].update_balance(record["expert_indices"], mask)
+
+    def forecast_loss(self, x, y, y_pred):
+        """The forecasting loss: the token cross-entropy against `x["labels"]` (or `y`)."""
         labels = y if y is not None else x["labels"]
-        ce = masked_cross_entropy(labels, y_pred["logits"])
+        return masked_cross_entropy(labels, y_pred["logits"])
+
+    def loss_masks(self, x, y):
+        """Token level: the tokens the balance losses count: the attended
+        context positions, and the decoder positions whose label is not ignored."""
+        labels = y if y is not None else x["labels"]
+        return ops.cast(x["attention_mask"], "bool"), ops.convert_to_tensor(labels, "int32") != -100
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """`forecast + weight · lb (+ z weight · z)`, the forecasting loss being
+        `forecast_loss`; updates the `ce_loss` (`forecast_loss_name`), `lb_loss`,
+        `z_loss` and utilisation trackers."""
+        forecast = self.forecast_loss(x, y, y_pred)
+        self.ce_tracker.update_state(forecast)
         if self.level == "token":
-            return ce + self.token_regularization(x, labels, y_pred, training)
+            return forecast + self.token_regularization(self.loss_masks(x, y), y_pred, training)
         # Training: the shares averaged over the router's window (this step
         # included, `call` has just updated them); evaluation: this batch's.
         regularization = self.regularizer(
@@ -327,18 +362,17 @@ class ChronosMoE(keras.Model):
             y_pred["router_logits"],
             ops.convert_to_tensor(self.router.expert_load) if training else None,
         )
-        self.ce_tracker.update_state(ce)
         self.lb_tracker.update_state(regularization["lb_loss"])
         if self.z_tracker is not None:
             self.z_tracker.update_state(regularization["z_loss"])
         self.utilization.update_state(y_pred["expert_indices"])
-        return ce + regularization["loss"]
+        return forecast + regularization["loss"]
 
-    def token_regularization(self, x, labels, y_pred, training):
-        """Token level: the balance and z-losses of every expert layer (padded
-        tokens excluded), averaged over the layers; updates the trackers."""
-        encoder_mask = ops.cast(x["attention_mask"], "bool")
-        decoder_mask = ops.convert_to_tensor(labels, "int32") != -100
+    def token_regularization(self, masks, y_pred, training):
+        """Token level: the balance and z-losses of every expert layer (tokens
+        outside `masks`, the encoder's and the decoder's, excluded), averaged
+        over the layers; updates the trackers."""
+        encoder_mask, decoder_mask = masks
         encoder_layers = self.encoder_token_layers
         totals = {"lb_loss": 0.0, "z_loss": 0.0, "loss": 0.0}
         for stack, mask in (("encoder", encoder_mask), ("decoder", decoder_mask)):
@@ -363,7 +397,6 @@ class ChronosMoE(keras.Model):
                     totals[key] = totals[key] + regularization[key]
                 self.utilization.update_state(flat("expert_indices"), flat_mask)
         count = float(len(self.token_layers))
-        self.ce_tracker.update_state(masked_cross_entropy(labels, y_pred["logits"]))
         self.lb_tracker.update_state(totals["lb_loss"] / count)
         if self.z_tracker is not None:
             self.z_tracker.update_state(totals["z_loss"] / count)
@@ -398,7 +431,7 @@ class ChronosMoE(keras.Model):
 
 
 def build_moe_chronos(
-    base: ChronosT5,
+    base: T5Stacks,
     num_experts: int = 4,
     top_k: int = 2,
     load_balancing_weight: float = 0.01,
@@ -418,7 +451,11 @@ def build_moe_chronos(
     shared_expert: bool = True,
     **kwargs: Any,
 ) -> ChronosMoE:
-    """Attaches a routed mixture of experts to a Chronos model.
+    """Attaches a routed mixture of experts to a Chronos T5 or Chronos-Bolt model.
+
+    On a `ChronosBolt` the result is a `ChronosBoltMoE`: at the series level
+    its experts are copies of Bolt's output block, mixed at the quantile level
+    (see `QuantileExpertHead`).
 
     `level="series"` (the default) routes each series to experts that replace
     the output head; `level="token"` routes each token to experts that replace
@@ -433,7 +470,7 @@ def build_moe_chronos(
     (then the start is no longer exact).
 
     Args:
-        base: `ChronosT5`, pretrained or freshly initialised.
+        base: `ChronosT5` or `ChronosBolt`, pretrained or freshly initialised.
         num_experts, top_k, load_balancing_weight, router_hidden_dim,
         expert_hidden_dim, freeze_base, router_z_loss_weight,
         router_jitter_noise, router_input_norm, load_balancing_mode,
@@ -476,7 +513,9 @@ def build_moe_chronos(
         router_z_loss_weight=router_z_loss_weight,
         expert_init_noise=expert_init_noise,
     )
-    model = ChronosMoE(
+    from chronos_moe.moe.bolt_model import moe_class  # a subclass: it imports this module
+
+    model = moe_class(base)(
         base,
         num_experts=num_experts,
         top_k=top_k,
@@ -495,8 +534,6 @@ def build_moe_chronos(
         shared_expert=shared_expert,
         **kwargs,
     )
-    if level == "token":
-        return model
-    heads = expert_heads(base, num_experts, expert_init_noise, seed)
-    model.experts.head.assign(heads.astype(model.experts.head.dtype))
+    if level == "series":
+        model.upcycle(expert_init_noise, seed)
     return model

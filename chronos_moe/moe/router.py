@@ -7,6 +7,7 @@ import numbers
 import keras
 from keras import ops
 
+from chronos_moe import backend
 from chronos_moe.layers.common import register
 from chronos_moe.moe.balancing import slot_shares, update_balance_state, validate_balancing
 
@@ -17,6 +18,31 @@ def masked_mean(states, mask):
     weights = ops.cast(mask, states.dtype)[..., None]
     total = ops.sum(states * weights, axis=1)
     return total / ops.maximum(ops.sum(weights, axis=1), 1.0)
+
+
+def series_moments(values):
+    """Mean and variance of `values` `(batch, dim)` over the series, `(dim,)`
+    each, in two passes: `Σ (x − mean)² / n` (Keras' `E[x²] − E[x]²` loses most
+    digits when, as for pooled states, the spread is 1e-4 of the mean). In a
+    torch data-parallel step the sums run over all ranks (as `SyncBatchNorm`),
+    so every rank normalises by the global batch's statistics and keeps the
+    same moving statistics."""
+    values = ops.cast(values, "float32")
+    count = backend.global_sum(ops.cast(ops.shape(values)[0], "float32"))
+    mean = backend.global_sum(ops.sum(values, axis=0)) / count
+    return mean, backend.global_sum(ops.sum(ops.square(values - mean), axis=0)) / count
+
+
+@register
+class SeriesBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` over series whose training statistics
+    are `series_moments`: the global batch's under torch DDP. Its weights
+    and their paths are `BatchNormalization`'s."""
+
+    def _moments(self, inputs, mask):
+        if mask is not None or self._reduction_axes != [0]:
+            return super()._moments(inputs, mask)
+        return series_moments(inputs)
 
 
 @register
@@ -129,7 +155,7 @@ class ContextRouter(keras.layers.Layer):
             )
             # Momentum 0.9: the encoder moves fast early in training, and stale
             # statistics would put every series on the same side at inference.
-            self.feature_norm = keras.layers.BatchNormalization(
+            self.feature_norm = SeriesBatchNormalization(
                 momentum=0.9, epsilon=1e-6, dtype="float32", name="feature_norm"
             )
         self.hidden = keras.layers.Dense(
@@ -189,7 +215,7 @@ class ContextRouter(keras.layers.Layer):
         states vary across series by as little as 1e-4 per feature: with
         momentum 0.9 the starting variance would outweigh the measured one for
         ~100 steps, and inference would route differently from training."""
-        mean, variance = ops.moments(context, axes=[0])
+        mean, variance = series_moments(context)
         fresh = ops.equal(self.statistics_initialised.value, 0.0)  # (1,)
         norm = self.feature_norm
         norm.moving_mean.assign(ops.where(fresh, mean, norm.moving_mean.value))

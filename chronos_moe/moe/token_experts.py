@@ -440,3 +440,29 @@ def dense_reference(layer: TokenExperts, tokens, expert_indices, gates):
         axis=1,
     )  # (rows, N)
     return ops.einsum("te,etd->td", mixing, outputs)
+
+
+def series_routes(indices, probs, mask, top_k: int) -> dict[str, np.ndarray]:
+    """Per-series summaries of token routes (what the pipelines' `route` returns
+    for token-level experts): `indices` `(layers, batch, len, k)`, `probs`
+    `(layers, batch, len, N)`, `mask` `(batch, len)`, numpy. A series' experts
+    are the `top_k` that received most of its tokens' slots, its gates their
+    shares renormalised (see `ChronosPipeline.route`)."""
+    num_experts = probs.shape[-1]
+    weights = mask.astype(np.float64)[None, :, :, None]  # (1, batch, len, 1)
+    slots = (indices[..., None] == np.arange(num_experts)).sum(axis=-2) * weights
+    layer_shares = slots.sum(axis=2) / np.maximum(slots.sum(axis=(2, 3))[..., None], 1)
+    layer_shares = layer_shares.transpose(1, 0, 2)  # (batch, layers, N)
+    shares = layer_shares.mean(axis=1)
+    expert_indices = np.argsort(-shares, axis=1, kind="stable")[:, :top_k]
+    chosen = np.take_along_axis(shares, expert_indices, axis=1)
+    gates = chosen / np.maximum(chosen.sum(axis=1, keepdims=True), 1e-12)
+    router_probs = (probs * weights).sum(axis=(0, 2)) / np.maximum(
+        weights.sum(axis=(0, 2)) * probs.shape[0], 1
+    )
+    return {
+        "expert_indices": expert_indices.astype(np.int32),
+        "gates": gates.astype(np.float32),
+        "router_probs": router_probs.astype(np.float32),
+        "layer_shares": layer_shares.astype(np.float32),
+    }

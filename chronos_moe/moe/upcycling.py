@@ -1,6 +1,7 @@
-"""Turning a dense `ChronosT5` into the parts of a `ChronosMoE`: the copy with
-token-level experts upcycled from its feed-forward layers, the series-level
-expert heads copied from its output head, and `freeze_base`."""
+"""Turning a dense `ChronosT5` (or `ChronosBolt`) into the parts of a
+`ChronosMoE`: the copy with token-level experts upcycled from its feed-forward
+layers, the series-level expert heads copied from its output head, and
+`freeze_base`."""
 
 from __future__ import annotations
 
@@ -10,10 +11,26 @@ import keras
 import numpy as np
 
 from chronos_moe.models.chronos_t5 import ChronosT5
+from chronos_moe.models.t5_stacks import T5Stacks
 from chronos_moe.moe.token_experts import TokenExperts, validate_feed_forward_proj
 
 
-def token_expert_layers(base: ChronosT5) -> list[TokenExperts]:
+def head_layers(base: T5Stacks) -> list[keras.Layer]:
+    """The base's layers outside the T5 blocks: the token table, the position
+    biases, the final norms, and the T5 `lm_head` or Bolt's patch embedding
+    and output blocks."""
+    layers = [
+        base.shared,
+        base.encoder_position_bias,
+        base.decoder_position_bias,
+        base.encoder_final_norm,
+        base.decoder_final_norm,
+    ]
+    names = ("lm_head", "input_patch_embedding", "output_patch_embedding")
+    return layers + [getattr(base, n) for n in names if getattr(base, n, None) is not None]
+
+
+def token_expert_layers(base: T5Stacks) -> list[TokenExperts]:
     """The `TokenExperts` among `base`'s feed-forward layers, encoder blocks
     first, in block order."""
     blocks = base.encoder_blocks + base.decoder_blocks
@@ -32,22 +49,14 @@ def sublayers_except_experts(block) -> list:
     return layers
 
 
-def freeze_all_but_experts(base: ChronosT5) -> None:
+def freeze_all_but_experts(base: T5Stacks) -> None:
     """Token level, `freeze_base`: every weight of `base` is frozen except the
     routed experts and routers of its `TokenExperts` layers."""
     for block in base.encoder_blocks + base.decoder_blocks:
         for layer in sublayers_except_experts(block):
             layer.trainable = False
-    for layer in (
-        base.shared,
-        base.encoder_position_bias,
-        base.decoder_position_bias,
-        base.encoder_final_norm,
-        base.decoder_final_norm,
-        base.lm_head,
-    ):
-        if layer is not None:
-            layer.trainable = False
+    for layer in head_layers(base):
+        layer.trainable = False
 
 
 def moe_block_names(num_layers: int, num_decoder_layers: int, moe_every: int) -> list[str]:
@@ -60,14 +69,14 @@ def moe_block_names(num_layers: int, num_decoder_layers: int, moe_every: int) ->
 
 
 def with_token_experts(
-    base: ChronosT5,
+    base: T5Stacks,
     num_experts: int,
     top_k: int,
     expert_hidden_dim: int,
     shared_expert: bool = True,
     moe_every: int = 1,
     **balance: Any,
-) -> ChronosT5:
+) -> T5Stacks:
     """A copy of `base` whose chosen blocks have `TokenExperts` upcycled from
     their dense feed-forward layers (`TokenExperts.upcycle`): same function,
     same weights elsewhere. `base` itself is not changed."""
@@ -96,16 +105,8 @@ def with_token_experts(
         for name in names
     }
     config = {**base.get_config(), "feed_forward_layers": layers}
-    model = ChronosT5(**config)
-    pairs = [
-        (base.shared, model.shared),
-        (base.encoder_position_bias, model.encoder_position_bias),
-        (base.decoder_position_bias, model.decoder_position_bias),
-        (base.encoder_final_norm, model.encoder_final_norm),
-        (base.decoder_final_norm, model.decoder_final_norm),
-    ]
-    if base.lm_head is not None:
-        pairs.append((base.lm_head, model.lm_head))
+    model = type(base)(**config)
+    pairs = list(zip(head_layers(base), head_layers(model), strict=True))
     for old, new in zip(
         base.encoder_blocks + base.decoder_blocks,
         model.encoder_blocks + model.decoder_blocks,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from chronos_moe import backend
 from chronos_moe.layers.common import register
 
 
@@ -29,7 +30,8 @@ class ExpertUtilization(keras.metrics.Metric):
         slots = ops.sum(ops.one_hot(indices, self.num_experts, dtype="float32"), axis=1)
         if mask is not None:
             slots = slots * ops.cast(ops.reshape(mask, (-1,)), "float32")[:, None]
-        self.counts.assign(self.counts + ops.sum(slots, axis=0))
+        # The global batch's counts in a torch data-parallel step (else this batch's).
+        self.counts.assign(self.counts + backend.global_sum(ops.sum(slots, axis=0)))
 
     def result(self):
         shares = self.counts / ops.maximum(ops.sum(self.counts), 1.0)

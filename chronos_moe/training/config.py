@@ -1,5 +1,6 @@
 """Training configuration: the reference training script's YAML fields plus the
-Mixture-of-Experts and backend fields, validated before anything is built."""
+model family (Chronos T5 or Chronos-Bolt), Mixture-of-Experts and backend fields,
+validated before anything is built."""
 
 from __future__ import annotations
 
@@ -16,9 +17,30 @@ from typing import Any, Literal
 
 import yaml
 
-from chronos_moe.config import T5_PRESETS, ChronosConfig
+from chronos_moe.config import T5_PRESETS, ChronosBoltConfig, ChronosConfig
+from chronos_moe.validation import check_mesh_shape
 
 SCHEDULERS = ("linear", "cosine", "constant")
+# The keys of `distribution:` (the sizes of the ("batch", "expert") device mesh).
+DISTRIBUTION_KEYS = ("data_parallel", "expert_parallel")
+MODEL_FAMILIES = ("t5", "bolt")
+# The keys that only one model family reads: Chronos T5's tokenizer, sampling and
+# tied head; Chronos-Bolt's patches and quantile levels (its `chronos_config`).
+T5_ONLY_KEYS = (
+    "tie_embeddings",
+    "tokenizer_class",
+    "tokenizer_kwargs",
+    "n_tokens",
+    "n_special_tokens",
+    "pad_token_id",
+    "eos_token_id",
+    "use_eos_token",
+    "num_samples",
+    "temperature",
+    "top_k",
+    "top_p",
+)
+BOLT_ONLY_KEYS = ("input_patch_size", "input_patch_stride", "quantiles", "use_reg_token")
 
 
 class ConfigError(ValueError):
@@ -50,9 +72,14 @@ class TrainingConfig:
     """Everything a training run needs, with the reference script's defaults.
 
     Keys and meanings follow the Chronos reference training script
-    (`scripts/training/train.py`); the MoE keys and `backend` are ours. Read a
-    YAML file with `TrainingConfig.from_yaml(path)`: unknown keys and values of
-    the wrong type are errors that name the key.
+    (`scripts/training/train.py`); `model_family`, the Chronos-Bolt keys, the
+    MoE keys and `backend` are ours. `model_family: bolt` trains a Chronos-Bolt
+    model on the quantile loss: it reads `input_patch_size`,
+    `input_patch_stride`, `quantiles` and `use_reg_token` (`null`: the start
+    checkpoint's, or the reference's defaults) and refuses the T5-only keys
+    (`T5_ONLY_KEYS`: tokenizer, sampling, tied head), as a T5 config refuses the
+    Bolt keys. Read a YAML file with `TrainingConfig.from_yaml(path)`: unknown
+    keys and values of the wrong type are errors that name the key.
 
     Example:
 
@@ -84,6 +111,7 @@ class TrainingConfig:
     mixed_precision: bool = False
     seed: int = 42
     # Model.
+    model_family: Literal["t5", "bolt"] = "t5"
     model_id: str = "google/t5-efficient-tiny"
     model_type: Literal["seq2seq"] = "seq2seq"
     random_init: bool = True
@@ -103,6 +131,12 @@ class TrainingConfig:
     temperature: float = 1.0
     top_k: int = 50
     top_p: float = 1.0
+    # Chronos-Bolt forecasting (the checkpoint's chronos_config; null: the start
+    # checkpoint's, or the reference's default).
+    input_patch_size: int | None = None
+    input_patch_stride: int | None = None
+    quantiles: list[float] | None = None
+    use_reg_token: bool | None = None
     # Mixture of experts.
     use_moe: bool = False
     moe_level: Literal["series", "token"] = "series"
@@ -125,15 +159,30 @@ class TrainingConfig:
     output_dir: str = "./output/"
     save_total_limit: int | None = None
     backend: Literal["torch", "jax"] | None = None
+    # Several devices (JAX): {data_parallel: N, expert_parallel: M}, see
+    # `chronos_moe.distribution`; `per_device_train_batch_size` is then the global batch.
+    distribution: dict[str, int] | None = None
     # Non-finite losses.
     nan_policy: Literal["abort", "skip"] = "abort"
     max_consecutive_nan_skips: int = 5
 
     def __post_init__(self) -> None:
+        self._check_family_type()
         self._check_types()
+        changed = {f.name for f in dataclasses.fields(self) if getattr(self, f.name) != _default(f)}
+        _check_family(self.model_family, changed)
         self._check_numbers()
         self._check_data()
         self._check_run()
+        self._check_distribution()
+
+    def _check_family_type(self) -> None:
+        if self.model_family not in MODEL_FAMILIES:
+            _fail(
+                "model_family",
+                self.model_family,
+                f"one of {', '.join(map(repr, MODEL_FAMILIES))} (Chronos T5 or Chronos-Bolt)",
+            )
 
     def _check_types(self) -> None:
         """Every field against its annotation."""
@@ -210,9 +259,47 @@ class TrainingConfig:
         if self.save_total_limit is not None and self.save_total_limit < 1:
             _fail("save_total_limit", self.save_total_limit, "an integer >= 1 or null")
         try:  # the tokenizer and forecasting block, checked now rather than when the model is built
-            ChronosConfig.from_dict(self.chronos_config)
+            _ = self.forecasting_config
         except (ValueError, TypeError) as error:
             raise ConfigError(str(error)) from error
+
+    def _check_distribution(self) -> None:
+        """The mesh sizes: known keys, positive integers, `expert_parallel`
+        dividing `num_experts` and `data_parallel` the batch. The backend and
+        the devices present are checked when the run starts."""
+        if self.distribution is None:
+            return
+        unknown = sorted(set(self.distribution) - set(DISTRIBUTION_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"Unknown `distribution` key(s) {unknown}. "
+                f"{_suggestions(unknown, set(DISTRIBUTION_KEYS))}"
+                f"It takes {', '.join(DISTRIBUTION_KEYS)}. "
+                f"Received: distribution={self.distribution}"
+            )
+        sizes = {key: self.distribution.get(key, 1) for key in DISTRIBUTION_KEYS}
+        if sizes["expert_parallel"] > 1 and not self.use_moe:
+            raise ConfigError(
+                "`distribution.expert_parallel` > 1 splits experts, and this run has none "
+                f"(`use_moe: false`). Received: distribution={self.distribution}"
+            )
+        try:
+            check_mesh_shape(
+                **sizes,
+                num_experts=self.num_experts if self.use_moe else None,
+                batch_size=self.per_device_train_batch_size,
+            )
+        except ValueError as error:
+            raise ConfigError(
+                f"`distribution`: {error} (per_device_train_batch_size is the global batch)"
+            ) from error
+
+    @property
+    def mesh_shape(self) -> tuple[int, int] | None:
+        """`(data_parallel, expert_parallel)` of `distribution`, `None` without one."""
+        if self.distribution is None:
+            return None
+        return tuple(self.distribution.get(key, 1) for key in DISTRIBUTION_KEYS)
 
     @property
     def model_size(self) -> str | None:
@@ -222,12 +309,26 @@ class TrainingConfig:
 
     @property
     def chronos_config(self) -> dict[str, Any]:
-        """The `chronos_config` block this run's checkpoints carry (the
-        `ChronosConfig` fields, which this config repeats under the same names)."""
+        """The `chronos_config` block this run's checkpoints carry: the
+        `ChronosConfig` fields, or with `model_family: bolt` the
+        `ChronosBoltConfig` fields (the reference's defaults where `null`),
+        which this config repeats under the same names."""
+        if self.model_family == "bolt":
+            names = ("context_length", "prediction_length", *BOLT_ONLY_KEYS)
+            values = {name: getattr(self, name) for name in names}
+            return {name: copy.deepcopy(v) for name, v in values.items() if v is not None}
         return {
             field.name: copy.deepcopy(getattr(self, field.name))
             for field in dataclasses.fields(ChronosConfig)
         }
+
+    @property
+    def forecasting_config(self) -> ChronosConfig | ChronosBoltConfig:
+        """`chronos_config`, checked: a `ChronosConfig` or, with `model_family:
+        bolt`, a `ChronosBoltConfig`."""
+        if self.model_family == "bolt":
+            return ChronosBoltConfig.from_dict(self.chronos_config)
+        return ChronosConfig.from_dict(self.chronos_config)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
@@ -243,6 +344,10 @@ class TrainingConfig:
                 f"Unknown config key(s) {unknown}. {_suggestions(unknown, known)}"
                 "The configuration reference (docs/configuration.md) lists every key."
             )
+        family = values.get("model_family", "t5")
+        if family in MODEL_FAMILIES:  # also keys given with their default value
+            given = {key for key, value in values.items() if value is not None}
+            _check_family(family, given)
         return cls(**values)
 
     @classmethod
@@ -263,7 +368,9 @@ class TrainingConfig:
             raise ConfigError(f"{path}: {error}") from error
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every key of this config's model family (not the other family's)."""
+        foreign = BOLT_ONLY_KEYS if self.model_family == "t5" else T5_ONLY_KEYS
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in foreign}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -289,6 +396,25 @@ def _suggestions(unknown: list[Any], known: set[str]) -> str:
 
 def _fail(name: str, value: Any, expected: str) -> typing.NoReturn:
     raise ConfigError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+
+
+def _check_family(model_family: str, given: set[str]) -> None:
+    """A named error for a key `given` that the other model family reads."""
+    other = BOLT_ONLY_KEYS if model_family == "t5" else T5_ONLY_KEYS
+    foreign = [key for key in other if key in given]
+    if foreign:
+        owner = "Chronos-Bolt" if model_family == "t5" else "Chronos T5"
+        raise ConfigError(
+            f"{foreign} apply to {owner} models only; this config trains "
+            f"model_family={model_family!r}. Remove them, or set `model_family: "
+            f"{'bolt' if model_family == 't5' else 't5'}`."
+        )
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
 
 
 def _describe(annotation: Any) -> str:

@@ -40,6 +40,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from chronos_moe import backend
 from chronos_moe.moe.balancing import ExpertShareMonitor
 from chronos_moe.moe.model import ChronosMoE
 from chronos_moe.training import checkpoint
@@ -89,7 +90,7 @@ class StepsLogger(RunCallback):
     """Appends each step's line to `steps.jsonl` (see `StepsLog`)."""
 
     def train_begin(self):
-        if self.run.steps_log is None:
+        if self.run.writes and self.run.steps_log is None:
             self.run.steps_log = StepsLog(self.run.output / STEPS_LOG, self.run.step)
             self.run.on_close(self._close)
 
@@ -99,6 +100,8 @@ class StepsLogger(RunCallback):
 
     def step_end(self):
         run = self.run
+        if not run.writes:
+            return
         windows = run.dataset.batch_identities(run.batch_index)
         run.steps_log.append(
             {
@@ -185,7 +188,8 @@ class LossLog(RunCallback):
             self.log.append(
                 {"step": run.step, **mean, "seconds": time.perf_counter() - self.started}
             )
-            write_log(run.output, self.log)
+            if run.writes:
+                write_log(run.output, self.log)
             self.window = []
 
 
@@ -216,8 +220,9 @@ class CollapseMonitor(RunCallback):
 
 
 class Progress(RunCallback):
-    """A progress bar of the cross-entropy (and, for MoE, load-balancing) loss on a
-    terminal; elsewhere one plain line per logging window (from `log`)."""
+    """A progress bar of the forecasting loss (cross-entropy; Chronos-Bolt's
+    `quantile_loss`) and, for MoE, the load-balancing loss on a terminal;
+    elsewhere one plain line per logging window (from `log`)."""
 
     def __init__(self, run: TrainingRun, log: LossLog | None = None):
         super().__init__(run)
@@ -227,8 +232,13 @@ class Progress(RunCallback):
     def train_begin(self):
         moe = isinstance(self.model, ChronosMoE)
         self.shown = ("ce_loss", "lb_loss") if moe else ("ce_loss",)
+        # The row's forecasting loss under the model's name for it (Bolt: quantile_loss).
+        forecast = getattr(self.model, "forecast_loss_name", "ce_loss")
+        self.labels = {"ce_loss": forecast, "lb_loss": "lb_loss"}
         self.progress = keras.utils.Progbar(
-            self.run.max_steps, verbose=int(self.bar), stateful_metrics=self.shown
+            self.run.max_steps,
+            verbose=int(self.bar),
+            stateful_metrics=[self.labels[key] for key in self.shown],
         )
         if self.run.step:
             self.progress.update(self.run.step)
@@ -236,12 +246,12 @@ class Progress(RunCallback):
 
     def step_end(self):
         run = self.run
-        self.progress.update(run.step, [(key, run.row[key]) for key in self.shown])
+        self.progress.update(run.step, [(self.labels[key], run.row[key]) for key in self.shown])
         if self.bar or self.loss_log is None or len(self.loss_log.log) == self.printed:
             return
         self.printed = len(self.loss_log.log)
         row = self.loss_log.log[-1]
-        losses = "".join(f" - {key}: {row[key]:.4f}" for key in self.shown)
+        losses = "".join(f" - {self.labels[key]}: {row[key]:.4f}" for key in self.shown)
         print(f"step {run.step}/{run.max_steps}{losses} - {row['seconds']:.0f}s")
 
 
@@ -258,7 +268,7 @@ class CheckpointSaver(RunCallback):
         run = self.run
         if run.ends_window(self.every):
             run.save()
-            if self.keep:
+            if self.keep and run.writes:
                 checkpoint.prune_checkpoints(run.output / CHECKPOINTS, self.keep)
 
 
@@ -288,7 +298,8 @@ class SigtermStop(RunCallback):
 
     def step_end(self):
         run = self.run
-        if not self.received:
+        # Every rank stops after the same step (torchrun signals them all, not at once).
+        if not backend.any_process(bool(self.received)):
             return
         if run.saved != run.step:
             run.save()

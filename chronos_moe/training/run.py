@@ -5,6 +5,7 @@ checkpoints, SIGTERM stop, exact resume) and the final export."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,14 +18,15 @@ from typing import Any
 
 import keras
 
-from chronos_moe import backend, checkpoints
+from chronos_moe import backend, checkpoints, distribution
 from chronos_moe.atomic import save_keras_atomically, write_text_atomically
-from chronos_moe.config import ChronosConfig
+from chronos_moe.config import T5_PRESETS
+from chronos_moe.errors import DistributionBackendError, IndivisibleBatchError
+from chronos_moe.models.chronos_bolt import ChronosBolt
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE, build_moe_chronos
-from chronos_moe.tokenizer import MeanScaleUniformBins
 from chronos_moe.training import checkpoint, guarantees
-from chronos_moe.training.config import ConfigError, TrainingConfig
+from chronos_moe.training.config import T5_ONLY_KEYS, ConfigError, TrainingConfig
 from chronos_moe.training.errors import RunError, TrainingStopped
 from chronos_moe.training.lock import OutputLock
 from chronos_moe.training.logs import LOG_COLUMNS, STEPS_LOG, StepsLog, read_log, read_steps
@@ -60,6 +62,15 @@ RESUME_KEYS = (
     "router_input_norm",
     "seed",
 )
+# Chronos-Bolt runs also keep these (T5 runs do not list them, so that their
+# checkpoints written before Bolt training existed still resume).
+BOLT_RESUME_KEYS = (
+    "model_family",
+    "input_patch_size",
+    "input_patch_stride",
+    "quantiles",
+    "use_reg_token",
+)
 MIXED_PRECISION_POLICY = "mixed_bfloat16"
 
 
@@ -68,44 +79,24 @@ class TrainResult:
     """What a finished run produced."""
 
     output_dir: Path
-    model: ChronosT5 | ChronosMoE
+    model: ChronosT5 | ChronosBolt | ChronosMoE
     log: list[dict[str, float]]
     final_dir: Path
 
 
-def build_model(config: TrainingConfig) -> ChronosT5 | ChronosMoE:
-    """A fresh (size preset) or pretrained (`model_id`) Chronos model, wrapped
-    in experts when `use_moe`."""
+def resume_keys(model_family: str) -> tuple[str, ...]:
+    """The settings a run of this model family keeps on resume (those of
+    `RESUME_KEYS` it reads, and for Chronos-Bolt `BOLT_RESUME_KEYS`)."""
+    if model_family == "t5":
+        return RESUME_KEYS
+    return tuple(k for k in RESUME_KEYS if k not in T5_ONLY_KEYS) + BOLT_RESUME_KEYS
+
+
+def build_model(config: TrainingConfig) -> ChronosT5 | ChronosBolt | ChronosMoE:
+    """A fresh (size preset) or pretrained (`model_id`) Chronos T5 or
+    Chronos-Bolt model (`model_family`), wrapped in experts when `use_moe`."""
     keras.utils.set_random_seed(config.seed)
-    chronos = ChronosConfig.from_dict(config.chronos_config)
-    if config.random_init:
-        base = ChronosT5.from_preset(
-            config.model_size,
-            vocab_size=config.n_tokens,
-            tie_word_embeddings=config.tie_embeddings,
-            initializer_factor=config.initializer_factor,
-            pad_token_id=config.pad_token_id,
-            eos_token_id=config.eos_token_id,
-            chronos_config=chronos.to_dict(),
-        )
-    else:
-        base = checkpoints.load_chronos(config.model_id)
-        if not isinstance(base, (ChronosT5, ChronosMoE)):
-            raise ConfigError(
-                f"`model_id` {config.model_id!r} is a {type(base).__name__} checkpoint; "
-                "training starts from Chronos T5 checkpoints only so far."
-            )
-        if isinstance(base, ChronosMoE):
-            raise ConfigError(
-                f"`model_id` {config.model_id!r} is already a ChronosMoE model; "
-                "continue training it with `use_moe: false` or start from a dense checkpoint."
-            )
-        if base.vocab_size != config.n_tokens:
-            raise ConfigError(
-                f"`n_tokens` must match the checkpoint's vocabulary. "
-                f"Received: n_tokens={config.n_tokens}, checkpoint vocab_size={base.vocab_size}"
-            )
-        base.chronos_config = chronos
+    base = _bolt_model(config) if config.model_family == "bolt" else _t5_model(config)
     if not config.use_moe:
         return base
     return build_moe_chronos(
@@ -127,6 +118,85 @@ def build_model(config: TrainingConfig) -> ChronosT5 | ChronosMoE:
         shared_expert=config.shared_expert,
         bias_update_rate=config.bias_update_rate,
     )
+
+
+def _t5_model(config: TrainingConfig) -> ChronosT5 | ChronosMoE:
+    """`build_model`'s model before the experts, for `model_family: t5`."""
+    chronos = config.forecasting_config
+    if config.random_init:
+        base = ChronosT5.from_preset(
+            config.model_size,
+            vocab_size=config.n_tokens,
+            tie_word_embeddings=config.tie_embeddings,
+            initializer_factor=config.initializer_factor,
+            pad_token_id=config.pad_token_id,
+            eos_token_id=config.eos_token_id,
+            chronos_config=chronos.to_dict(),
+        )
+    else:
+        base = checkpoints.load_chronos(config.model_id)
+        if not isinstance(base, (ChronosT5, ChronosMoE)):
+            raise ConfigError(
+                f"`model_id` {config.model_id!r} is a {type(base).__name__} checkpoint; "
+                "set `model_family: bolt` to train it (model_family='t5' trains Chronos T5)."
+            )
+        if isinstance(base, ChronosMoE):
+            raise ConfigError(
+                f"`model_id` {config.model_id!r} is already a ChronosMoE model; "
+                "continue training it with `use_moe: false` or start from a dense checkpoint."
+            )
+        if base.vocab_size != config.n_tokens:
+            raise ConfigError(
+                f"`n_tokens` must match the checkpoint's vocabulary. "
+                f"Received: n_tokens={config.n_tokens}, checkpoint vocab_size={base.vocab_size}"
+            )
+        base.chronos_config = chronos
+    return base
+
+
+def _bolt_model(config: TrainingConfig) -> ChronosBolt | ChronosMoE:
+    """`build_model` for `model_family: bolt`: a size preset with the config's
+    `chronos_config`, or the `model_id` checkpoint, whose patches, quantile
+    levels and horizon the config must not contradict (its context length is
+    the config's)."""
+    if config.random_init:
+        return ChronosBolt(
+            **T5_PRESETS[config.model_size],
+            initializer_factor=config.initializer_factor,
+            chronos_config=config.chronos_config,
+        )
+    model = checkpoints.load_chronos(config.model_id)
+    dense = model.base if isinstance(model, ChronosMoE) else model
+    if not isinstance(dense, ChronosBolt):
+        raise ConfigError(
+            f"`model_id` {config.model_id!r} is a {type(model).__name__} checkpoint; "
+            "model_family='bolt' trains Chronos-Bolt checkpoints (set `model_family: t5`)."
+        )
+    if dense is not model and config.use_moe:
+        raise ConfigError(
+            f"`model_id` {config.model_id!r} is already a ChronosMoE model; "
+            "continue training it with `use_moe: false` or start from a dense checkpoint."
+        )
+    own = dense.chronos_config.to_dict()
+    clashes = [
+        f"{key}={value!r} (checkpoint: {own[key]!r})"
+        for key, value in config.chronos_config.items()
+        if key in BOLT_RESUME_KEYS and value != own[key]
+    ]
+    if config.prediction_length > own["prediction_length"]:
+        clashes.append(
+            f"prediction_length={config.prediction_length} (checkpoint: at most "
+            f"{own['prediction_length']}; shorter targets are padded as the reference does)"
+        )
+    if clashes:
+        raise ConfigError(
+            f"The config contradicts the Chronos-Bolt checkpoint {config.model_id!r}: "
+            + "; ".join(clashes)
+        )
+    dense.chronos_config = dataclasses.replace(
+        dense.chronos_config, context_length=config.context_length
+    )
+    return model
 
 
 def build_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
@@ -151,13 +221,15 @@ def build_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
 
 
 def build_dataset(config: TrainingConfig, mode: str = "train", paths=None):
-    """The training (or validation) stream of tokenized windows."""
+    """The training (or validation) stream of windows: tokenized for Chronos T5,
+    values for Chronos-Bolt."""
     from chronos_moe.data import ChronosDataset
 
-    tokenizer = MeanScaleUniformBins.from_config(ChronosConfig.from_dict(config.chronos_config))
     return ChronosDataset(
         paths or config.training_data_paths,
-        tokenizer,
+        config.forecasting_config,
+        context_length=config.context_length,
+        prediction_length=config.prediction_length,
         batch_size=config.per_device_train_batch_size,
         probability=config.probability if paths is None else None,
         min_past=config.min_past,
@@ -242,9 +314,12 @@ def _check_resume_compatible(config: TrainingConfig, state: dict[str, Any], path
         )
     old = state["config"] if isinstance(state["config"], dict) else {}
     absent = "<absent>"
+    keys = resume_keys(config.model_family)
+    if old.get("model_family") == "bolt":
+        keys = resume_keys("bolt")
     changed = [
         f"{key}: {old.get(key, absent)!r} -> {getattr(config, key)!r}"
-        for key in RESUME_KEYS
+        for key in keys
         if old.get(key, absent) != getattr(config, key)
     ]
     if changed:
@@ -252,11 +327,17 @@ def _check_resume_compatible(config: TrainingConfig, state: dict[str, Any], path
             f"The config changed since the checkpoint {path}; refusing to resume (old -> new): "
             + "; ".join(changed)
         )
-    if state["config_hash"] != config.fingerprint(RESUME_KEYS):
+    if state["config_hash"] != config.fingerprint(keys):
         raise RunError(
             f"{path / 'trainer_state.json'}: config_hash {state['config_hash']!r} is not the "
-            f"fingerprint of its own config ({config.fingerprint(RESUME_KEYS)!r}); refusing to "
+            f"fingerprint of its own config ({config.fingerprint(keys)!r}); refusing to "
             "resume from an edited trainer state."
+        )
+    if old.get("distribution") != config.distribution:
+        logger.warning(
+            f"Resuming on another device mesh ({old.get('distribution')} -> "
+            f"{config.distribution}): the run continues from the same weights and optimizer "
+            "state, but not bit for bit (the gradients are summed in another order)."
         )
     if old.get("max_steps") != config.max_steps:
         message = f"max_steps changed from {old.get('max_steps')} to {config.max_steps} on resume."
@@ -273,86 +354,114 @@ def train(
 ) -> TrainResult:
     """Runs (or resumes) the training described by `config`.
 
-    Writes into `config.output_dir`: `config.yaml` (the resolved config),
-    `data_report.json` (per data file: rows, series, series kept, dropped as too
-    short or too incomplete, ±inf values), `log.csv` and `log.json` (one row per
-    logged step: step, loss, ce_loss, lb_loss, lr, seconds since the start of
-    the run, resumed runs included),
-    `steps.jsonl` (one line per step: losses, learning rate and the batch's
-    window identities, see `StepsLog`), `checkpoints/step-N/` every `save_steps` (atomic, see
-    `chronos_moe.training.checkpoint`) and `final/` (Hugging Face layout, which
-    `ChronosPipeline.from_pretrained` loads, plus `model.keras`). Every file is
-    written to a temporary name and renamed into place.
+        Writes into `config.output_dir`: `config.yaml` (the resolved config),
+        `data_report.json` (per data file: rows, series, series kept, dropped as too
+        short or too incomplete, ±inf values), `log.csv` and `log.json` (one row per
+        logged step: step, loss, ce_loss, lb_loss, lr, seconds since the start of
+        the run, resumed runs included),
+        `steps.jsonl` (one line per step: losses, learning rate and the batch's
+        window identities, see `StepsLog`), `checkpoints/step-N/` every `save_steps` (atomic, see
+        `chronos_moe.training.checkpoint`) and `final/` (Hugging Face layout, which
+        `ChronosPipeline.from_pretrained` loads, plus `model.keras`). Every file is
+        written to a temporary name and renamed into place.
 
-    A SIGTERM (in the main thread) lets the current step finish, commits a
-    checkpoint of it and raises `TrainingStopped`; a non-finite loss is handled
-    by `config.nan_policy` (`abort`: a `FloatingPointError` naming the step;
-    `skip`: the step's update is undone). A failed checkpoint write is a
-    `CheckpointSaveError` naming the step and the cause.
+        With `config.distribution` (JAX), the model is built, trained and exported
+        under that device mesh (`chronos_moe.distribution.expert_distribution`; a
+        named `DistributionError` on torch or for a mesh larger than the devices
+        present, before anything is read or written); checkpoints load on any mesh.
 
-    Args:
-        config: TrainingConfig. The run.
-        resume: bool. Continue from the newest complete checkpoint in
-            `output_dir` (model, optimizer, data position, RNG); the losses are
-            those an uninterrupted run would have logged. Newer checkpoints that
-            do not verify are skipped, each named with the failed check (a
-            warning, printed when `verbose`). A checkpoint written under another
-            backend, or with other `RESUME_KEYS` settings, is refused (`RunError`,
-            listing old -> new); a raised `max_steps` is logged. Defaults to `False`.
-        overwrite: bool. Replace an output directory that holds another run.
-            Defaults to `False` (refused with a `RunError`).
-        verbose: bool. Print the backend and device, and a progress bar of the
-            cross-entropy (and, for MoE, load-balancing) loss; when stdout is not
-            a terminal, one plain line per `log_steps` instead. Defaults to `True`.
-        resume_from: path-like. Resume from this checkpoint directory
-            (`.../checkpoints/step-N`) and no other: a corrupt or incomplete one
-            is a `RunError`, never a fall-back. Defaults to `None`.
-        callbacks: `keras.callbacks.Callback`s that run after the guarantees'
-            at every step (such as a tuner's pruning callback, see
-            `chronos_moe.tuning`); an exception they raise ends the run as a
-            failed one. Defaults to none.
+    Under `torchrun` (torch; `chronos_moe.backend.torch_ddp`) each process is a
+    data-parallel replica: `per_device_train_batch_size` is the global batch,
+    each rank trains on its slice of it, the loss statistics and gradients are
+    all-reduced so that every rank makes the one-process update of the global
+    batch, and rank 0 alone takes the lock and writes (logs, checkpoints,
+    `final/`). A process count that does not divide the batch
+    (`IndivisibleBatchError`) or a `distribution` (`DistributionBackendError`)
+    is refused first.
 
-    Returns:
-        `TrainResult`: the output directory, the trained model, the logged rows
-        and the `final/` directory.
+        A SIGTERM (in the main thread) lets the current step finish, commits a
+        checkpoint of it and raises `TrainingStopped`; a non-finite loss is handled
+        by `config.nan_policy` (`abort`: a `FloatingPointError` naming the step;
+        `skip`: the step's update is undone). A failed checkpoint write is a
+        `CheckpointSaveError` naming the step and the cause.
 
-    Example:
+        Args:
+            config: TrainingConfig. The run.
+            resume: bool. Continue from the newest complete checkpoint in
+                `output_dir` (model, optimizer, data position, RNG); the losses are
+                those an uninterrupted run would have logged. Newer checkpoints that
+                do not verify are skipped, each named with the failed check (a
+                warning, printed when `verbose`). A checkpoint written under another
+                backend, or with other `RESUME_KEYS` settings, is refused (`RunError`,
+                listing old -> new); a raised `max_steps` is logged. Defaults to `False`.
+            overwrite: bool. Replace an output directory that holds another run.
+                Defaults to `False` (refused with a `RunError`).
+            verbose: bool. Print the backend and device, and a progress bar of the
+                cross-entropy (and, for MoE, load-balancing) loss; when stdout is not
+                a terminal, one plain line per `log_steps` instead. Defaults to `True`.
+            resume_from: path-like. Resume from this checkpoint directory
+                (`.../checkpoints/step-N`) and no other: a corrupt or incomplete one
+                is a `RunError`, never a fall-back. Defaults to `None`.
+            callbacks: `keras.callbacks.Callback`s that run after the guarantees'
+                at every step (such as a tuner's pruning callback, see
+                `chronos_moe.tuning`); an exception they raise ends the run as a
+                failed one. Defaults to none.
 
-    >>> import tempfile, numpy as np
-    >>> from chronos_moe import ChronosT5, checkpoints
-    >>> from chronos_moe.data import generate_sample_series, write_arrow
-    >>> folder = tempfile.mkdtemp()
-    >>> data = write_arrow(generate_sample_series(8, 80), f"{folder}/train.arrow")
-    >>> small = ChronosT5.from_preset("tiny", vocab_size=64, num_layers=1, d_model=16,
-    ...     d_ff=32, num_heads=2, d_kv=8, chronos_config={"n_tokens": 64})
-    >>> _ = checkpoints.save_chronos(small, f"{folder}/start")
-    >>> config = TrainingConfig(training_data_paths=[str(data)], model_id=f"{folder}/start",
-    ...     random_init=False, n_tokens=64, context_length=16, prediction_length=4,
-    ...     min_past=8, per_device_train_batch_size=4, max_steps=2, save_steps=2,
-    ...     log_steps=1, output_dir=f"{folder}/run")
-    >>> result = train(config, verbose=False)
-    >>> [row["step"] for row in result.log], sorted(p.name for p in result.final_dir.iterdir())
-    ([1, 2], ['config.json', 'model.keras', 'model.safetensors'])
+        Returns:
+            `TrainResult`: the output directory, the trained model, the logged rows
+            and the `final/` directory.
+
+        Example:
+
+        >>> import tempfile, numpy as np
+        >>> from chronos_moe import ChronosT5, checkpoints
+        >>> from chronos_moe.data import generate_sample_series, write_arrow
+        >>> folder = tempfile.mkdtemp()
+        >>> data = write_arrow(generate_sample_series(8, 80), f"{folder}/train.arrow")
+        >>> small = ChronosT5.from_preset("tiny", vocab_size=64, num_layers=1, d_model=16,
+        ...     d_ff=32, num_heads=2, d_kv=8, chronos_config={"n_tokens": 64})
+        >>> _ = checkpoints.save_chronos(small, f"{folder}/start")
+        >>> config = TrainingConfig(training_data_paths=[str(data)], model_id=f"{folder}/start",
+        ...     random_init=False, n_tokens=64, context_length=16, prediction_length=4,
+        ...     min_past=8, per_device_train_batch_size=4, max_steps=2, save_steps=2,
+        ...     log_steps=1, output_dir=f"{folder}/run")
+        >>> result = train(config, verbose=False)
+        >>> [row["step"] for row in result.log], sorted(p.name for p in result.final_dir.iterdir())
+        ([1, 2], ['config.json', 'model.keras', 'model.safetensors'])
     """
     _check_backend(config)
+    processes = _start_processes(config)  # torch DDP under torchrun: (rank, count)
+    mesh = _distribution(config)  # the backend and the devices, before the lock
     output = Path(config.output_dir)
+    writes = processes[0] == 0  # rank 0 writes; the others train beside it
     # Order: the config is valid (TrainingConfig); take the lock (a second run on this
     # directory exits here, before any data or model is loaded); check the directory
     # and the checkpoint to resume (cheap: JSON and checksums); then read the data
     # (bad data fails before the model is built); then build the model.
-    with OutputLock(output):
-        start = _prepare_output(
-            config, resume, overwrite, None if resume_from is None else Path(resume_from), verbose
+    with OutputLock(output) if writes else contextlib.nullcontext():
+        start = _on_rank_zero(
+            _prepare_output,
+            config,
+            resume,
+            overwrite,
+            None if resume_from is None else Path(resume_from),
+            verbose and writes,
         )
         dataset = build_dataset(config)
+        dataset.shard(*processes)
         previous_policy = keras.mixed_precision.global_policy()
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICY)
+        # Variables take their layout when created: the distribution is set
+        # before the model is built, and stays set for `fit` and the export.
+        scope = mesh.scope() if mesh is not None else contextlib.nullcontext()
         try:
-            model = build_model(config)
-            if start.clear:
-                _clear_output(output)
-            return _run(config, dataset, model, output, start, verbose, callbacks)
+            with scope:
+                model = build_model(config)
+                distribution.check_expert_sharding(model)  # a dense model too
+                if start.clear and writes:
+                    _clear_output(output)
+                return _run(config, dataset, model, output, start, verbose and writes, callbacks)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -360,7 +469,7 @@ def train(
 def _run(
     config: TrainingConfig,
     dataset: Any,
-    model: ChronosT5 | ChronosMoE,
+    model: ChronosT5 | ChronosBolt | ChronosMoE,
     output: Path,
     start: _Start,
     verbose: bool,
@@ -369,13 +478,14 @@ def _run(
     """The body of `train` once the output directory is checked and locked: `fit`
     with the callbacks of `chronos_moe.training.guarantees`, then the export."""
     model.compile(optimizer=build_optimizer(config), jit_compile=backend.JIT_COMPILE)
+    backend.data_parallel(model)  # torch DDP: gradients and loss statistics over all ranks
     run = guarantees.TrainingRun(
         output,
         dataset,
         config.max_steps,
         resume=start.checkpoint or False,
         config=config.to_dict(),
-        config_hash=config.fingerprint(RESUME_KEYS),
+        config_hash=config.fingerprint(resume_keys(config.model_family)),
     )
     run.close_at_end = False  # a SIGTERM during the export below is only counted
     composed = guarantees.compose(
@@ -385,18 +495,25 @@ def _run(
         log_steps=config.log_steps,
         nan_policy=config.nan_policy,
         max_consecutive_nan_skips=config.max_consecutive_nan_skips,
-        max_expert_share=config.max_expert_share if config.use_moe else None,
+        # (The shares are the global batch's on every rank: rank 0 warns.)
+        max_expert_share=config.max_expert_share if config.use_moe and run.writes else None,
         progress=verbose,
     )
     try:
         run.begin(model)  # restores the checkpoint before anything is written
-        write_text_atomically(output / "config.yaml", config.to_yaml())
-        # What each data file held and why series were dropped (per file and reason).
-        write_text_atomically(output / "data_report.json", json.dumps(dataset.report.to_dict()))
+        if run.writes:
+            write_text_atomically(output / "config.yaml", config.to_yaml())
+            # What each data file held and why series were dropped (per file and reason).
+            report = json.dumps(dataset.report.to_dict())
+            write_text_atomically(output / "data_report.json", report)
         if verbose:
             info = backend.backend_info()
+            mesh = config.mesh_shape
+            processes = backend.process_count()
             print(
                 f"chronos-moe train: backend {info['backend']} on {info['device']}"
+                + (f", mesh data {mesh[0]} × expert {mesh[1]}" if mesh else "")
+                + (f", {processes} processes (DDP)" if processes > 1 else "")
                 + (f", resuming at step {run.step}" if run.step else "")
             )
         if run.step < config.max_steps:
@@ -410,12 +527,68 @@ def _run(
                 callbacks=[*composed, *callbacks],
             )
         final = output / "final"
-        checkpoints.save_chronos(model, final)
-        save_keras_atomically(model, final / "model.keras")
+        if run.writes:
+            checkpoints.save_chronos(model, final)
+            save_keras_atomically(model, final / "model.keras")
+        backend.barrier()  # the run ends for every rank once the export is in place
     finally:
         run.close()
     log = next(c.log for c in composed if isinstance(c, guarantees.LossLog))
     return TrainResult(output, model, log or read_log(output / "log.csv", upto=run.step), final)
+
+
+def _distribution(config: TrainingConfig):
+    """The `keras.distribution` of `config.distribution` (`None` without one):
+    a named error on torch or when the mesh needs more devices than are present."""
+    if config.mesh_shape is None:
+        return None
+    return distribution.expert_distribution(
+        *config.mesh_shape,
+        num_experts=config.num_experts if config.use_moe else None,
+        batch_size=config.per_device_train_batch_size,
+    )
+
+
+def _start_processes(config: TrainingConfig) -> tuple[int, int]:
+    """`(rank, count)` of this process: a torch process group under `torchrun`
+    (started from its environment), else `(0, 1)`. Named errors before
+    anything is read: `distribution` (the JAX mesh) set under torchrun, a
+    process count that does not divide the global batch."""
+    if not backend.initialize_processes():
+        return 0, 1
+    count = backend.process_count()
+    if config.distribution is not None:
+        raise DistributionBackendError(
+            "`distribution` is the JAX device mesh (keras.distribution); under torchrun the "
+            f"{count} processes are the data-parallel replicas already. Remove `distribution` "
+            "from the config, or run it with --backend jax without torchrun. "
+            f"Received: distribution={config.distribution}, processes={count}"
+        )
+    if config.per_device_train_batch_size % count:
+        raise IndivisibleBatchError(
+            "The number of torchrun processes must divide the global batch "
+            "(`per_device_train_batch_size`): each takes batch / processes series of every "
+            f"step. Received: processes={count}, "
+            f"per_device_train_batch_size={config.per_device_train_batch_size}"
+        )
+    return backend.process_index(), count
+
+
+def _on_rank_zero(function, *args):
+    """`function(*args)` on rank 0, its result (or its error, as a `RunError`)
+    on every rank: one process decides, and nothing races."""
+    result, error = None, None
+    if backend.process_index() == 0:
+        try:
+            result = function(*args)
+        except Exception as raised:  # handed to the other ranks, then raised here
+            error = raised
+    failure = backend.broadcast_object(None if error is None else f"{error}")
+    if error is not None:
+        raise error
+    if failure is not None:
+        raise RunError(f"rank 0 stopped the run: {failure}")
+    return backend.broadcast_object(result)
 
 
 def _check_backend(config: TrainingConfig) -> None:
@@ -432,6 +605,7 @@ def _check_backend(config: TrainingConfig) -> None:
 __all__ = [
     "CHECKPOINTS",
     "LOG_COLUMNS",
+    "BOLT_RESUME_KEYS",
     "RESUME_KEYS",
     "STEPS_LOG",
     "RunError",

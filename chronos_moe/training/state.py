@@ -77,6 +77,9 @@ class TrainingRun:
         self.learning_rate = math.nan
         self.started = False
         self.close_at_end = True  # the runner closes after its export instead
+        # Under torch DDP only rank 0 writes (logs, checkpoints); every rank
+        # computes the same losses and weights, and reads the checkpoint it resumes.
+        self.writes = backend.process_index() == 0
         self._pending_rng: dict[str, Any] | None = None
         self._in_step = False
         self._closers: list = []
@@ -88,7 +91,8 @@ class TrainingRun:
         self.model = model
         if not self.started:
             self.started = True
-            self.output.mkdir(parents=True, exist_ok=True)
+            if self.writes:
+                self.output.mkdir(parents=True, exist_ok=True)
             if not model.optimizer.built:  # its variables exist before a load or snapshot
                 model.optimizer.build(model.trainable_variables)
             path = self._checkpoint_to_resume()
@@ -100,9 +104,12 @@ class TrainingRun:
 
     def _checkpoint_to_resume(self) -> Path | None:
         folder = self.output / CHECKPOINTS
-        if self.resume is True:
-            checkpoint.remove_torn(folder)
-            return checkpoint.latest_checkpoint(folder, checkpoint.TRAINER_STATE_PARTS)
+        if self.resume is True:  # rank 0 chooses, every rank loads that one
+            latest = None
+            if self.writes:
+                checkpoint.remove_torn(folder)
+                latest = checkpoint.latest_checkpoint(folder, checkpoint.TRAINER_STATE_PARTS)
+            return backend.broadcast_object(latest)
         if self.resume:
             return Path(self.resume)
         if checkpoint.list_checkpoints(folder):
@@ -138,6 +145,18 @@ class TrainingRun:
         # Applied just before the first step: `fit` on torch draws a seed from the
         # global generator when it opens the data loader, after `on_train_begin`.
         self._pending_rng = state["rng"]
+        process_rngs = state.get("process_rngs") or [state["rng"]]
+        if len(process_rngs) == backend.process_count():
+            self._pending_rng = process_rngs[backend.process_index()]
+        else:
+            logger.warning(
+                "%s was written by %d process(es), this run has %d: it continues from the same "
+                "weights, optimizer state and batches, but not bit for bit (other dropout "
+                "streams, the gradients summed in another order).",
+                path,
+                len(process_rngs),
+                backend.process_count(),
+            )
         self.step = self.start_step = self.origin = self.saved = state["step"]
         self.skips = state.get("consecutive_nan_skips", 0)
         logger.info("Resumed from %s (step %d).", path, self.step)
@@ -174,7 +193,9 @@ class TrainingRun:
         self.row = {
             "step": self.step,
             "loss": values["loss"],
-            "ce_loss": values.get("ce_loss", values["loss"]),
+            # The forecasting loss: T5's cross-entropy or Bolt's quantile loss
+            # (a dense model logs only `loss`).
+            "ce_loss": values.get("ce_loss", values.get("quantile_loss", values["loss"])),
             "lb_loss": values.get("lb_loss", math.nan),
             "lr": self.learning_rate,
             **{key: value for key, value in values.items() if key.startswith("expert_")},
@@ -201,7 +222,13 @@ class TrainingRun:
         return f"step-{self.saved}" if self.saved else "none"
 
     def save(self) -> Path:
-        """Commits `checkpoints/step-<step>/` (model, optimizer, data position, RNG)."""
+        """Commits `checkpoints/step-<step>/` (model, optimizer, data position, RNG);
+        on the ranks other than 0 of a data-parallel run, only marks it saved."""
+        # Each rank's random state (its own dropout stream under torch DDP).
+        process_rngs = backend.all_objects(checkpoint.global_rng_state())
+        if not self.writes:
+            self.saved = self.step
+            return self.output / CHECKPOINTS / f"step-{self.step}"
         if self.steps_log is not None:
             self.steps_log.sync()  # the log holds every step a checkpoint holds
         model = self.model
@@ -214,7 +241,8 @@ class TrainingRun:
             {
                 "optimizer_iterations": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
                 "data": self.dataset.get_state(self.step - self.origin),
-                "rng": checkpoint.global_rng_state(),
+                "rng": process_rngs[0],
+                **({"process_rngs": process_rngs} if len(process_rngs) > 1 else {}),
                 "config": self.config,
                 "config_hash": self.config_hash,
                 "backend": backend.backend_info(),

@@ -33,7 +33,7 @@ _spec.loader.exec_module(quality)
 def run_study(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KERAS_BACKEND": "torch", "MPLBACKEND": "Agg"}
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=1800
     )
 
 

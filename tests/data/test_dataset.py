@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from chronos_moe.config import ChronosConfig
+from chronos_moe.config import ChronosBoltConfig, ChronosConfig
 from chronos_moe.data import (
     ArrowSeriesFile,
     ChronosDataset,
@@ -68,6 +68,25 @@ def test_batches_equal_tokenizing_their_windows_directly(two_files):
             np.testing.assert_array_equal(
                 batch["labels"][row], np.where(label_mask, labels, -100)[0]
             )
+
+
+def test_bolt_batches_are_the_same_windows_as_values(two_files):
+    bolt = ChronosBoltConfig(context_length=64, prediction_length=4)
+    dataset = ChronosDataset(
+        two_files, bolt, context_length=32, prediction_length=8, batch_size=4, min_past=16, seed=3
+    )
+    tokens = _dataset(two_files, seed=3)
+    sources = [ArrowSeriesFile(path) for path in two_files]
+    for index in range(3):
+        batch = dataset[index]
+        assert sorted(batch) == ["context", "target"]
+        assert batch["context"].shape == (4, 32) and batch["target"].shape == (4, 8)
+        assert batch["context"].dtype == batch["target"].dtype == np.float32
+        assert dataset.batch_identities(index) == tokens.batch_identities(index)
+        for row, window_id in enumerate(dataset.batch_identities(index)):
+            window = extract_window(sources[window_id.file], window_id, 32, 8, 0.2, seed=3)
+            np.testing.assert_array_equal(batch["context"][row], window.past)
+            np.testing.assert_array_equal(batch["target"][row], window.future)
 
 
 def test_missing_future_values_become_minus_100_labels():
@@ -284,3 +303,22 @@ def test_multivariate_rows_give_one_series_per_dimension(arrow_file):
     dataset = _dataset(arrow_file(rows), mode="validation", batch_size=6)
     assert dataset.report.sources[0].rows == 3 and dataset.report.sources[0].series == 6
     assert [i.series for i in dataset.batch_identities(0)] == list(range(6))
+
+
+def test_the_shards_of_a_batch_make_the_global_batch():
+    from chronos_moe.errors import IndivisibleBatchError
+
+    series = [np.sin(np.arange(120) / 4.0) + 2.0 + k for k in range(6)]
+    config = ChronosConfig(context_length=16, prediction_length=4)
+    whole = ChronosDataset(series, config, batch_size=6, min_past=8)
+    shards = [ChronosDataset(series, config, batch_size=6, min_past=8) for _ in range(3)]
+    for index, shard in enumerate(shards):
+        shard.shard(index, 3)
+    for step in range(3):
+        for name, value in whole[step].items():
+            joined = np.concatenate([shard[step][name] for shard in shards])
+            np.testing.assert_array_equal(joined, value)
+        assert shards[2].batch_identities(step) == whole.batch_identities(step)  # global
+    assert shards[1].get_state()["position"] == whole.get_state()["position"]
+    with pytest.raises(IndivisibleBatchError, match="processes=4, batch_size=6"):
+        ChronosDataset(series, config, batch_size=6, min_past=8).shard(0, 4)

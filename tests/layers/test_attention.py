@@ -85,6 +85,28 @@ def test_decode_steps_equal_the_whole_sequence_call():
     )
 
 
+def test_one_query_cross_attention_equals_the_keys_and_values_path():
+    """Cross-attention from one query (Chronos-Bolt's decoder step) folds the
+    query into the key kernel instead of projecting every position; it equals
+    the ordinary path, which a two-query call takes, for each query alone."""
+    rng = np.random.default_rng(5)
+    attention = T5Attention(num_heads=2, key_value_dim=4, hidden_dim=8)
+    hidden = ops.convert_to_tensor(rng.normal(size=(3, 2, 8)).astype("float32"))
+    states = ops.convert_to_tensor(rng.normal(size=(3, 6, 8)).astype("float32"))
+    padding = np.zeros((3, 1, 1, 6), "float32")
+    padding[1, ..., :4] = MASK_BIAS
+    position = rng.normal(size=(1, 2, 1, 6)).astype("float32")
+    for bias in (padding, (padding, position)):
+        both = ops.convert_to_numpy(attention(hidden, key_value_states=states, attention_bias=bias))
+        for index in range(2):
+            one = attention(
+                hidden[:, index : index + 1], key_value_states=states, attention_bias=bias
+            )
+            np.testing.assert_allclose(
+                ops.convert_to_numpy(one), both[:, index : index + 1], rtol=1e-5, atol=1e-6
+            )
+
+
 def test_decode_step_with_precomputed_constants():
     """`decoding_constants` computed once give each step's own biases, eagerly and
     with a traced index inside `jit` on JAX (a dynamic slice of the bias)."""

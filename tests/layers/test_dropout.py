@@ -79,6 +79,36 @@ def test_same_seed_same_mask():
     assert not masks[0].all()
 
 
+@pytest.mark.skipif(TORCH, reason="JAX's path: Keras' draws, the gradient read from the output")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_jax_dropout_is_keras_dropout_values_and_gradients(dtype):
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(64, 256)), dtype)
+    x = x.at[0].set(0.0)  # zeros: kept or not, no gradient needed beyond them in T5
+    weights = jnp.asarray(np.random.default_rng(6).normal(size=(64, 256)), dtype)
+
+    def loss(dropout, values):
+        return jnp.sum((dropout(values) * weights).astype("float32"))
+
+    def ours(values):
+        return backend.dropout(values, 0.25, keras.random.SeedGenerator(7))
+
+    def keras_dropout(values):
+        return keras.random.dropout(values, 0.25, seed=keras.random.SeedGenerator(7))
+
+    np.testing.assert_array_equal(np.asarray(ours(x)), np.asarray(keras_dropout(x)))
+    for function in (
+        jax.grad(loss, argnums=1),
+        jax.jit(jax.grad(loss, argnums=1), static_argnums=0),
+    ):
+        want = np.asarray(function(keras_dropout, x), "float32")[1:]
+        got = np.asarray(function(ours, x), "float32")[1:]
+        np.testing.assert_array_equal(got, want)
+        assert (want != 0).any() and (want == 0).any()
+
+
 @pytest.mark.skipif(not TORCH, reason="backend.dropout is torch's path; JAX uses Keras' dropout")
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_gradient_flows_through_kept_elements_only(dtype):

@@ -2,12 +2,17 @@
 
 import pytest
 
-from tests.training.helpers import make_data, make_start_checkpoint
+from tests.training.helpers import make_bolt_start_checkpoint, make_data, make_start_checkpoint
 
 
 @pytest.fixture(scope="session")
 def start_checkpoint(tmp_path_factory):
     return make_start_checkpoint(tmp_path_factory.mktemp("start"))
+
+
+@pytest.fixture(scope="session")
+def bolt_start_checkpoint(tmp_path_factory):
+    return make_bolt_start_checkpoint(tmp_path_factory.mktemp("bolt-start"))
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,15 @@ def make_start_checkpoint(directory: Path) -> Path:
     return checkpoints.save_chronos(model, directory)
 
 
+def make_bolt_start_checkpoint(directory: Path) -> Path:
+    """A randomly initialised one-layer Chronos-Bolt in Hugging Face layout (the
+    model of tests/test_chronos_bolt.py with these window lengths)."""
+    from tests.test_chronos_bolt import small_bolt
+
+    model = small_bolt(context_length=CONTEXT_LENGTH, prediction_length=PREDICTION_LENGTH)
+    return checkpoints.save_chronos(model, directory)
+
+
 def make_data(directory: Path, num_series: int = 12, length: int = 80) -> tuple[Path, Path]:
     """`train.arrow` (series without their last PREDICTION_LENGTH points) and
     `test.arrow` (whole series)."""
@@ -48,7 +57,8 @@ def make_data(directory: Path, num_series: int = 12, length: int = 80) -> tuple[
 
 
 def small_config(start: Path, data: Path, output_dir: Path, **overrides: Any) -> TrainingConfig:
-    """A few-step run of the start checkpoint on `data`."""
+    """A few-step run of the start checkpoint on `data` (a Chronos-Bolt one with
+    `model_family="bolt"`)."""
     values = {
         "training_data_paths": [str(data)],
         "probability": [1.0],
@@ -70,4 +80,6 @@ def small_config(start: Path, data: Path, output_dir: Path, **overrides: Any) ->
         "seed": 3,
         **overrides,
     }
+    if values.get("model_family") == "bolt":
+        del values["n_tokens"]  # a Chronos T5 key
     return TrainingConfig(**values)

@@ -1,6 +1,7 @@
 """TrainingConfig: YAML reading, the reference script's defaults, and errors that name the key."""
 
 import re
+from importlib import resources
 
 import pytest
 import yaml
@@ -45,6 +46,38 @@ def test_sample_configs_validate(name):
     config = sample_config(name)
     assert config.model_size == "tiny"
     assert config.use_moe == ("moe" in name)
+
+
+def test_the_bolt_sample_config_validates_and_gives_a_bolt_chronos_config():
+    config = TrainingConfig.from_yaml(
+        resources.files("chronos_moe.configs").joinpath("chronos-bolt-tiny-sample.yaml")
+    )
+    assert (config.model_family, config.model_size) == ("bolt", "tiny")
+    assert config.chronos_config == {
+        "context_length": 512,
+        "prediction_length": 64,
+        "input_patch_size": 16,
+        "input_patch_stride": 16,
+        "quantiles": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        "use_reg_token": True,
+    }
+
+
+@pytest.mark.parametrize(
+    "values, pattern",
+    [
+        ({"model_family": "chronos2"}, "`model_family` must be one of 't5', 'bolt'"),
+        ({"model_family": "bolt", "n_tokens": 4096}, r"\['n_tokens'\] apply to Chronos T5"),
+        ({"model_family": "bolt", "top_k": 5, "temperature": 1.0}, r"\['temperature', 'top_k'\]"),
+        ({"quantiles": [0.1, 0.9]}, r"\['quantiles'\] apply to Chronos-Bolt models only"),
+        ({"model_family": "bolt", "quantiles": [0.0, 0.5]}, r"quantiles.*in \(0, 1\)"),
+        ({"model_family": "bolt", "quantiles": [0.5, 1.5]}, r"quantiles.*in \(0, 1\)"),
+        ({"model_family": "bolt", "input_patch_size": 0}, "input_patch_size"),
+    ],
+)
+def test_model_family_errors_name_the_keys(tmp_path, values, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        TrainingConfig.from_yaml(write_yaml(tmp_path, {**DATA, **values}))
 
 
 def test_an_unknown_key_is_an_error_naming_it(tmp_path):

@@ -22,11 +22,13 @@ from tests.training.helpers import PREDICTION_LENGTH, small_config
 
 
 @pytest.fixture(scope="module")
-def config(start_checkpoint, data_files, tmp_path_factory):
+def config(start_checkpoint, bolt_start_checkpoint, data_files, tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs")
 
     def make(name="run", **overrides):
-        return small_config(start_checkpoint, data_files[0], folder / name, **overrides)
+        bolt = overrides.get("model_family") == "bolt"
+        start = bolt_start_checkpoint if bolt else start_checkpoint
+        return small_config(start, data_files[0], folder / name, **overrides)
 
     return make
 
@@ -35,6 +37,14 @@ def config(start_checkpoint, data_files, tmp_path_factory):
 def moe_run(config):
     """Six MoE steps, logged every step, checkpoints at 2, 4 and 6."""
     return train(config("moe", use_moe=True, max_steps=6), verbose=False)
+
+
+@pytest.fixture(scope="module")
+def bolt_run(config):
+    """Six steps of a Chronos-Bolt with series-level experts (quantile loss + balance
+    loss), logged every step, checkpoints at 2, 4 and 6. (A dense Bolt trains through
+    the same run: the docs' `fit` example and tests/models/test_quantile_loss.py.)"""
+    return train(config("bolt", model_family="bolt", use_moe=True, max_steps=6), verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +98,33 @@ def test_a_dense_run_logs_no_balance_loss(dense_run):
     assert all(row["ce_loss"] == row["loss"] for row in dense_run.log)
 
 
-def test_stop_and_resume_equals_an_uninterrupted_run(moe_run, config, monkeypatch):
-    # `moe_run` again, logged every 2 steps (log rows average the steps since the
-    # last row); it dies in step 5, after its step-4 checkpoint, leaving a torn save.
-    stopped = config("stopped", use_moe=True, max_steps=6, log_steps=2)
+def test_a_bolt_run_writes_a_bolt_checkpoint_that_forecasts(bolt_run, config):
+    # The `ce_loss` column holds the forecasting loss the model logs (`quantile_loss`):
+    # the total adds the weighted balance loss.
+    assert all(np.isfinite(row["ce_loss"]) and row["lb_loss"] > 0 for row in bolt_run.log)
+    assert all(row["loss"] > row["ce_loss"] for row in bolt_run.log)
+    batch = run.build_dataset(config(model_family="bolt"), mode="validation")[0]
+    assert sorted(batch) == ["context", "target"]
+    expected = keras.ops.convert_to_numpy(bolt_run.model(batch)["quantiles"])
+    pipeline = chronos_moe.ChronosPipeline.from_pretrained(bolt_run.final_dir)
+    assert isinstance(pipeline, chronos_moe.ChronosBoltPipeline)
+    assert isinstance(pipeline.model, chronos_moe.ChronosBoltMoE)
+    reloaded = chronos_moe.load_model(bolt_run.final_dir / "model.keras")
+    for model in (pipeline.model, reloaded):
+        ours = keras.ops.convert_to_numpy(model(batch)["quantiles"])
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+    forecast = pipeline.predict(batch["context"])
+    np.testing.assert_allclose(forecast, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["t5", "bolt"])
+def test_stop_and_resume_equals_an_uninterrupted_run(family, request, config, monkeypatch):
+    # `moe_run` (T5 MoE) or `bolt_run` again, logged every 2 steps (log rows average
+    # the steps since the last row); it dies in step 5, after its step-4 checkpoint,
+    # leaving a torn save.
+    kind = {"t5": dict(use_moe=True), "bolt": dict(use_moe=True, model_family="bolt")}[family]
+    uninterrupted = request.getfixturevalue("moe_run" if family == "t5" else "bolt_run")
+    stopped = config(f"stopped-{family}", max_steps=6, log_steps=2, **kind)
     checkpoints = Path(stopped.output_dir) / "checkpoints"
     torn = checkpoints / "step-5.tmp-0badbeef"
     real_before_step = TrainingRun.before_step
@@ -114,16 +147,16 @@ def test_stop_and_resume_equals_an_uninterrupted_run(moe_run, config, monkeypatc
     assert [row["step"] for row in resumed.log] == [2, 4, 6]
     for k, row in enumerate(resumed.log):  # the mean of the uninterrupted run's two steps
         for key in ("loss", "ce_loss", "lb_loss", "lr"):
-            expected = np.mean([r[key] for r in moe_run.log[2 * k : 2 * k + 2]])
+            expected = np.mean([r[key] for r in uninterrupted.log[2 * k : 2 * k + 2]])
             np.testing.assert_allclose(row[key], expected, rtol=1e-6, err_msg=key)
-    for mine, theirs in zip(resumed.model.weights, moe_run.model.weights, strict=True):
+    for mine, theirs in zip(resumed.model.weights, uninterrupted.model.weights, strict=True):
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs), atol=1e-6
         )
     # The same batches: the data streams of the two final checkpoints are in one state.
     states = [
         json.loads((r.output_dir / "checkpoints" / "step-6" / "trainer_state.json").read_text())
-        for r in (resumed, moe_run)
+        for r in (resumed, uninterrupted)
     ]
     assert states[0]["data"] == states[1]["data"]
 
