@@ -9,8 +9,10 @@ drawn from 1–64 and context lengths from 20–512 (the same draws for every
 case), each case in its own process, on a random checkpoint with the shape of
 `amazon/chronos-t5-tiny`.
 
-Cases: torch; JAX with the cache off; JAX with an empty cache (the first
-process ever); JAX with the cache the previous case filled (a second process).
+Cases: torch; JAX as before the buckets and the cache (every call at its own
+shape, cache off: the library's bucketing is patched out in that process);
+JAX with the cache off; JAX with an empty cache (the first process ever); JAX
+with the cache the previous case filled (a second process).
 Reported: the first call, the median of the other 19, the total of the 20, and
 the reference (`chronos.ChronosPipeline`, torch) on the same calls for the
 ratio.
@@ -63,8 +65,11 @@ def measure(args: argparse.Namespace) -> None:
             torch.manual_seed(seed)
             return pipeline.predict(torch.tensor(context), num_samples=args.num_samples)
     else:
+        import chronos_moe.pipeline
         from chronos_moe import ChronosPipeline
 
+        if args.no_buckets:  # "before": every request compiled at its own shape
+            chronos_moe.pipeline._bucket = lambda size, cap, smallest=1: size
         pipeline = ChronosPipeline.from_pretrained(args.checkpoint)
 
         def predict(context, seed):
@@ -79,13 +84,15 @@ def measure(args: argparse.Namespace) -> None:
     print(json.dumps({"times": times}))
 
 
-def run_case(args, implementation: str, backend: str, cache: str | None) -> dict:
+def run_case(
+    args, implementation: str, backend: str, cache: str | None, buckets: bool = True
+) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
     env["KERAS_BACKEND"] = backend
     env["CHRONOS_MOE_JAX_CACHE_DIR"] = cache or "off"
     command = [sys.executable, __file__, "--child", implementation, "--checkpoint"]
     command += [str(args.checkpoint_dir), "--draws", args.draws_json]
-    command += ["--num-samples", str(args.num_samples)]
+    command += ["--num-samples", str(args.num_samples)] + ([] if buckets else ["--no-buckets"])
     completed = subprocess.run(command, env=env, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(completed.stderr[-3000:])
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     parser.add_argument("--draws", help=argparse.SUPPRESS)
     parser.add_argument("--num-samples", type=int, default=None)
+    parser.add_argument("--no-buckets", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         args.implementation = args.child
@@ -116,15 +124,16 @@ def main(argv: list[str] | None = None) -> None:
         args.checkpoint_dir = build_checkpoint(Path(folder) / "checkpoint")
         cache = str(Path(folder) / "jax-cache")
         cases = [
-            ("reference (torch)", "reference", "torch", None),
-            ("chronos-moe torch", "ours", "torch", None),
-            ("chronos-moe JAX, cache off", "ours", "jax", None),
-            ("chronos-moe JAX, first process (empty cache)", "ours", "jax", cache),
-            ("chronos-moe JAX, second process (warm cache)", "ours", "jax", cache),
+            ("reference (torch)", "reference", "torch", None, True),
+            ("chronos-moe torch", "ours", "torch", None, True),
+            ("chronos-moe JAX, no buckets, cache off (before)", "ours", "jax", None, False),
+            ("chronos-moe JAX, cache off", "ours", "jax", None, True),
+            ("chronos-moe JAX, first process (empty cache)", "ours", "jax", cache, True),
+            ("chronos-moe JAX, second process (warm cache)", "ours", "jax", cache, True),
         ]
         rows = []
-        for label, implementation, backend, case_cache in cases:
-            result = run_case(args, implementation, backend, case_cache)
+        for label, implementation, backend, case_cache, buckets in cases:
+            result = run_case(args, implementation, backend, case_cache, buckets)
             rows.append((label, result))
             print(f"{label}: {json.dumps(result)}", file=sys.stderr, flush=True)
     reference = rows[0][1]["total"]
