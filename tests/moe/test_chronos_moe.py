@@ -413,7 +413,9 @@ np.save({str(folder / "logits.npy")!r}, keras.ops.convert_to_numpy(model(batch)[
 """
     result = subprocess.run(
         [sys.executable, "-c", script],
-        env={**os.environ, "KERAS_BACKEND": backend},
+        # One intra-op thread, as this process (tests/__init__.py): torch splits a
+        # product's sums by thread count, and the logits are compared bit for bit.
+        env={**os.environ, "KERAS_BACKEND": backend, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=300,
