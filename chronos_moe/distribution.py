@@ -10,6 +10,12 @@ whole experts; every other variable (the dense T5, the routers, the balance
 statistics) is replicated. The optimizer's slots (AdamW's two moments) take
 the layout of their variable. `expert_parallel=1` is plain data parallelism.
 
+The mesh may span the devices of several processes (hosts) once they have
+joined (`keras.distribution.initialize`, which `chronos-moe train` calls from
+`chronos_moe.validation.cluster_settings`); `check_processes` then checks
+that each process holds whole data-parallel replicas, so that each can feed
+its own slice of the global batch.
+
 Keras' layout map matches variable paths by regular expression and silently
 replicates a variable that no rule matches; `check_expert_sharding` (which
 `ChronosMoE` runs once built, whenever a distribution is set) refuses that, and

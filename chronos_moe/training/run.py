@@ -370,6 +370,11 @@ def train(
         under that device mesh (`chronos_moe.distribution.expert_distribution`; a
         named `DistributionError` on torch or for a mesh larger than the devices
         present, before anything is read or written); checkpoints load on any mesh.
+        With its process keys (or Keras' `KERAS_DISTRIBUTION_*` variables) the mesh
+        spans several processes (hosts): each joins through
+        `keras.distribution.initialize`, reads its slice of every global batch,
+        and process 0 alone takes the lock and writes (named errors
+        `ProcessSettingsError`, `ProcessMeshError`, `IndivisibleBatchError` first).
 
     Under `torchrun` (torch; `chronos_moe.backend.torch_ddp`) each process is a
     data-parallel replica: `per_device_train_batch_size` is the global batch,
