@@ -176,6 +176,13 @@ def test_the_runner_refuses_an_unusable_mesh_before_anything_is_written(tmp_path
 ADDRESS = "10.0.0.1:1234"
 
 
+def test_validation_docstring_examples_run():
+    from chronos_moe import validation
+
+    result = doctest.testmod(validation, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted and result.failed == 0
+
+
 def test_cluster_settings_come_from_the_config_or_keras_environment():
     assert cluster_settings(None, environ={}) == {
         "coordinator_address": None,

@@ -545,12 +545,13 @@ def _run(
 
 
 def _distribution(config: TrainingConfig, processes: int):
-    """The `keras.distribution` of `config.distribution` (`None` without one
-    in one process): a named error on torch, when the mesh needs more devices
-    than are present, or when it does not suit the `processes` of a
-    multi-host run (`ProcessMeshError`: it must span them all, whole
-    replicas per process)."""
-    if config.mesh_shape is None and processes == 1:
+    """The `keras.distribution` of `config.distribution` (`None` without one,
+    unless JAX runs several processes): a named error on torch, when the mesh
+    needs more devices than are present, or when it does not suit the
+    `processes` of a multi-host run (`ProcessMeshError`: it must span them
+    all, whole replicas per process)."""
+    # (torch's processes under torchrun are replicas without a mesh.)
+    if config.mesh_shape is None and (processes == 1 or not backend.KERAS_DISTRIBUTION):
         return None
     mesh = distribution.expert_distribution(
         *(config.mesh_shape or (1, 1)),
