@@ -26,7 +26,7 @@ from chronos_moe.models.chronos_bolt import ChronosBolt
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE, build_moe_chronos
 from chronos_moe.training import checkpoint, guarantees
-from chronos_moe.training.config import T5_ONLY_KEYS, ConfigError, TrainingConfig
+from chronos_moe.training.config import MESH_KEYS, T5_ONLY_KEYS, ConfigError, TrainingConfig
 from chronos_moe.training.errors import RunError, TrainingStopped
 from chronos_moe.training.lock import OutputLock
 from chronos_moe.training.logs import LOG_COLUMNS, STEPS_LOG, StepsLog, read_log, read_steps
@@ -334,7 +334,7 @@ def _check_resume_compatible(config: TrainingConfig, state: dict[str, Any], path
             f"fingerprint of its own config ({config.fingerprint(keys)!r}); refusing to "
             "resume from an edited trainer state."
         )
-    if old.get("distribution") != config.distribution:
+    if _layout(old.get("distribution")) != _layout(config.distribution):
         logger.warning(
             f"Resuming on another device mesh ({old.get('distribution')} -> "
             f"{config.distribution}): the run continues from the same weights and optimizer "
@@ -343,6 +343,13 @@ def _check_resume_compatible(config: TrainingConfig, state: dict[str, Any], path
     if old.get("max_steps") != config.max_steps:
         message = f"max_steps changed from {old.get('max_steps')} to {config.max_steps} on resume."
         logger.warning(message)
+
+
+def _layout(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """The part of a `distribution:` block that decides how sums are taken: the
+    mesh and the number of processes (not where the coordinator listens)."""
+    settings = settings or {}
+    return {key: settings.get(key) for key in (*MESH_KEYS, "num_processes")}
 
 
 def train(
