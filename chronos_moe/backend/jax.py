@@ -512,25 +512,26 @@ def sample_top_k_candidates(*args: Any) -> None:
 # here; the collectives below carry only small host objects between processes.
 
 
+_joined = False  # whether `initialize_processes` has started JAX's distributed client
+
+
 def initialize_processes(cluster: Mapping[str, Any] | None = None) -> bool:
     """Joins the processes of a multi-host run (once, before JAX touches a
     device) when `cluster` (`chronos_moe.validation.cluster_settings`) has
     `num_processes` > 1. Returns whether this process is one of several."""
+    global _joined
     if not cluster or cluster["num_processes"] <= 1:
         return False
     if _joined:
         return True
-    # On CPUs the processes' collectives need an implementation (none by
-    # default); GPUs and TPUs use their own, which this setting leaves alone.
+    # CPU devices of several processes reduce through gloo (set before JAX
+    # starts); GPUs and TPUs use their own collectives, which this leaves alone.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     keras.distribution.initialize(
         cluster["coordinator_address"], cluster["num_processes"], cluster["process_id"]
     )
-    _joined.append(True)
+    _joined = True
     return True
-
-
-_joined: list[bool] = []  # whether `initialize_processes` has started JAX's client
 
 
 def process_index() -> int:
@@ -598,6 +599,7 @@ def barrier() -> None:
 
 def shutdown_processes() -> None:
     """Leaves the multi-host run (no-op unless `initialize_processes` joined one)."""
+    global _joined
     if _joined:
         jax.distributed.shutdown()
-        _joined.clear()
+        _joined = False
