@@ -10,6 +10,12 @@ whole experts; every other variable (the dense T5, the routers, the balance
 statistics) is replicated. The optimizer's slots (AdamW's two moments) take
 the layout of their variable. `expert_parallel=1` is plain data parallelism.
 
+The mesh may span the devices of several processes (hosts) once they have
+joined (`keras.distribution.initialize`, which `chronos-moe train` calls from
+`chronos_moe.validation.cluster_settings`); `check_processes` then checks
+that each process holds whole data-parallel replicas, so that each can feed
+its own slice of the global batch.
+
 Keras' layout map matches variable paths by regular expression and silently
 replicates a variable that no rule matches; `check_expert_sharding` (which
 `ChronosMoE` runs once built, whenever a distribution is set) refuses that, and
@@ -33,6 +39,9 @@ Example (on one device the mesh is `1 × 1`; with `JAX_NUM_CPU_DEVICES=8`,
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import keras
 
 from chronos_moe import backend
@@ -45,7 +54,7 @@ from chronos_moe.errors import (
 from chronos_moe.layers.common import sublayers
 from chronos_moe.moe.experts import MoEExpertHead
 from chronos_moe.moe.token_experts import TokenExperts
-from chronos_moe.validation import check_mesh_shape
+from chronos_moe.validation import check_mesh_shape, check_process_mesh
 
 BATCH_AXIS = "batch"
 EXPERT_AXIS = "expert"
@@ -106,6 +115,41 @@ def device_mesh(
     return keras.distribution.DeviceMesh(
         (data_parallel, expert_parallel), (BATCH_AXIS, EXPERT_AXIS), devices[:size]
     )
+
+
+def check_processes(mesh: keras.distribution.DeviceMesh) -> None:
+    """Checks that `mesh` suits the processes of a multi-host run
+    (`chronos_moe.validation.check_process_mesh`: every process' devices in
+    it, whole data-parallel replicas per process, in process order), else a
+    `ProcessMeshError`. No-op in one process.
+
+    Example:
+
+    >>> check_processes(device_mesh(1, 1))
+    """
+    processes = backend.process_count()
+    if processes == 1:
+        return
+    owners = [[device.process_index for device in row] for row in mesh.backend_mesh.devices]
+    check_process_mesh(owners, processes)
+
+
+@contextlib.contextmanager
+def process_local() -> Iterator[None]:
+    """No global distribution inside (the one set is restored after): for work
+    that one process of a multi-host run does alone. Keras' `model.save`
+    builds a throwaway optimizer, whose variables a distribution would lay
+    out on the global mesh — a collective the other processes never join.
+    The model's own variables keep their layout."""
+    previous = keras.distribution.distribution() if backend.KERAS_DISTRIBUTION else None
+    if previous is None:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
 
 
 def expert_layout_map(mesh: keras.distribution.DeviceMesh) -> keras.distribution.LayoutMap:

@@ -40,3 +40,15 @@ class UnmatchedExpertVariableError(DistributionError):
 class BuiltBeforeDistributionError(DistributionError):
     """Model variables created before the distribution was set: they are not
     laid out on its device mesh."""
+
+
+class ProcessSettingsError(DistributionError):
+    """Multi-process (multi-host) settings that cannot start a run: a
+    `num_processes` without a `coordinator_address`, a `process_id` outside
+    `[0, num_processes)` or without `num_processes`."""
+
+
+class ProcessMeshError(DistributionError):
+    """A device mesh that does not suit the processes of a multi-host run: it
+    leaves some process' devices out, or one data-parallel replica's devices
+    lie in more than one process."""

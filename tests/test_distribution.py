@@ -17,11 +17,13 @@ from chronos_moe.errors import (
     IndivisibleBatchError,
     IndivisibleExpertsError,
     MeshSizeError,
+    ProcessMeshError,
+    ProcessSettingsError,
     UnmatchedExpertVariableError,
 )
 from chronos_moe.training.config import ConfigError, TrainingConfig
 from chronos_moe.training.run import train
-from chronos_moe.validation import check_mesh_shape
+from chronos_moe.validation import check_mesh_shape, check_process_mesh, cluster_settings
 
 jax_only = pytest.mark.skipif(
     not backend.KERAS_DISTRIBUTION,
@@ -146,7 +148,8 @@ def test_the_config_reads_the_mesh_sizes():
         ({"distribution": {"expert_parallel": 3}}, "expert_parallel=3, num_experts=4"),
         ({"distribution": {"data_parallel": 5}}, "data_parallel=5, batch_size=32"),
         ({"distribution": {"data_parallel": 0}}, "`data_parallel` must be a positive integer"),
-        ({"distribution": {"data_parallel": "2"}}, "`distribution` must be of type"),
+        ({"distribution": {"data_parallel": "2"}}, "`data_parallel` must be a positive integer"),
+        ({"distribution": {"data_parallel": 2.0}}, "`distribution` must be of type"),
         ({"distribution": {"expert_parallel": 2}, "use_moe": False}, "this run has none"),
     ],
 )
@@ -165,3 +168,145 @@ def test_the_runner_refuses_an_unusable_mesh_before_anything_is_written(tmp_path
     with pytest.raises(expected):
         train(config(distribution=sizes, output_dir=str(output)), verbose=False)
     assert not output.exists()
+
+
+# Multi-host runs: the settings and the mesh, checked without starting processes
+# (the two-process run is tests/distribution/test_multi_host.py).
+
+ADDRESS = "10.0.0.1:1234"
+
+
+def test_validation_docstring_examples_run():
+    from chronos_moe import validation
+
+    result = doctest.testmod(validation, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted and result.failed == 0
+
+
+def test_cluster_settings_come_from_the_config_or_keras_environment():
+    assert cluster_settings(None, environ={}) == {
+        "coordinator_address": None,
+        "num_processes": 1,
+        "process_id": 0,
+    }
+    environ = {
+        "KERAS_DISTRIBUTION_JOB_ADDRESSES": ADDRESS,
+        "KERAS_DISTRIBUTION_NUM_PROCESSES": "4",
+        "KERAS_DISTRIBUTION_PROCESS_ID": "3",
+    }
+    assert cluster_settings({"data_parallel": 8}, batch_size=32, environ=environ) == {
+        "coordinator_address": ADDRESS,
+        "num_processes": 4,
+        "process_id": 3,
+    }
+    # A key of the config wins over its variable (one YAML, one variable per host).
+    assert cluster_settings({"num_processes": 2, "process_id": 1}, environ=environ) == {
+        "coordinator_address": ADDRESS,
+        "num_processes": 2,
+        "process_id": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    "settings, environ, error, message",
+    [
+        ({"num_processes": 2, "process_id": 0}, {}, ProcessSettingsError, "`coordinator_address`"),
+        (
+            {"num_processes": 2, "coordinator_address": ADDRESS},
+            {},
+            ProcessSettingsError,
+            "`process_id`",
+        ),
+        (
+            {"num_processes": 2, "process_id": 2, "coordinator_address": ADDRESS},
+            {},
+            ProcessSettingsError,
+            r"in \[0, num_processes\).*process_id=2",
+        ),
+        ({"process_id": 1}, {}, ProcessSettingsError, "num_processes=None, process_id=1"),
+        (
+            {"num_processes": 2, "process_id": 0, "coordinator_address": "10.0.0.1"},
+            {},
+            ProcessSettingsError,
+            "`host:port`",
+        ),
+        (
+            {},
+            {"KERAS_DISTRIBUTION_NUM_PROCESSES": "two"},
+            ProcessSettingsError,
+            "KERAS_DISTRIBUTION_NUM_PROCESSES='two'",
+        ),
+        (
+            {"num_processes": 3, "process_id": 0, "coordinator_address": ADDRESS},
+            {},
+            IndivisibleBatchError,
+            "num_processes=3, batch_size=8",
+        ),
+        ({"num_processes": 0}, {}, ValueError, "`num_processes` must be a positive integer"),
+    ],
+)
+def test_bad_cluster_settings_are_named(settings, environ, error, message):
+    with pytest.raises(error, match=message):
+        cluster_settings(settings, batch_size=8, environ=environ)
+    assert issubclass(ProcessSettingsError, DistributionError)
+
+
+@pytest.mark.parametrize(
+    "owners",
+    [
+        [[0, 0], [1, 1]],  # 2 processes x 2 devices, data 2 x expert 2
+        [[0], [0], [1], [1]],  # data 4 x expert 1
+        [[0, 0, 0, 0], [1, 1, 1, 1]],
+    ],
+)
+def test_a_mesh_of_whole_replicas_per_process_passes(owners):
+    check_process_mesh(owners, 2)
+
+
+@pytest.mark.parametrize(
+    "owners",
+    [
+        [[0, 0, 1, 1]],  # one replica over both processes (data 1 x expert 4)
+        [[0], [0]],  # process 1's devices left out
+        [[1, 1], [0, 0]],  # rows out of process order: the batch slices would not match
+        [[0, 1], [0, 1]],
+    ],
+)
+def test_a_mesh_that_does_not_suit_the_processes_is_named(owners):
+    with pytest.raises(ProcessMeshError, match="whole data-parallel replicas"):
+        check_process_mesh(owners, 2)
+
+
+@pytest.mark.parametrize(
+    "process_keys, message",
+    [
+        ({"num_processes": 2, "process_id": 0}, "needs `coordinator_address`"),
+        ({"num_processes": 2, "process_id": 5, "coordinator_address": ADDRESS}, "process_id=5"),
+        ({"num_processes": 3, "process_id": 0, "coordinator_address": ADDRESS}, "num_processes=3"),
+        ({"coordinator_address": 1234}, "must be `host:port`"),
+    ],
+)
+def test_bad_process_keys_in_a_config_are_named(process_keys, message):
+    with pytest.raises(ConfigError, match=message):
+        config(distribution={"data_parallel": 2, **process_keys})
+
+
+@jax_only
+def test_the_runner_refuses_bad_process_variables_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "0")
+    monkeypatch.delenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", raising=False)
+    output = tmp_path / "run"
+    with pytest.raises(ProcessSettingsError, match="KERAS_DISTRIBUTION_JOB_ADDRESSES"):
+        train(config(output_dir=str(output)), verbose=False)
+    assert not output.exists()
+
+
+def test_a_resume_compares_the_mesh_and_process_count_not_the_coordinator():
+    from chronos_moe.training.run import _layout
+
+    before = {"data_parallel": 4, "num_processes": 2, "coordinator_address": ADDRESS}
+    moved = {**before, "coordinator_address": "10.0.0.2:1234", "process_id": 0}
+    assert _layout(before) == _layout(moved)
+    assert _layout(before) != _layout({**before, "num_processes": 4})
+    assert _layout(None) == _layout({"data_parallel": None})

@@ -21,7 +21,8 @@ imported); this package
   (`initialize_processes`, `process_index`, `process_count`, `global_sum`,
   `all_objects`, `any_process`,
   `data_parallel`, `broadcast_object`, `barrier`, `shutdown_processes`: torch
-  DDP under `torchrun`, see `torch_ddp.py`; the identity on JAX).
+  DDP under `torchrun`, see `torch_ddp.py`; on JAX the processes of a
+  multi-host run, whose steps need no hooks).
 
 The `keras.ops` reference of each kernel lives once, beside the layer that
 uses it (`chronos_moe.layers`, `chronos_moe.generation`); the tests hold every

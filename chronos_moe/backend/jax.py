@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import keras
+import numpy as np
 from keras import ops
 
 # Keras' `jit_compile` for training: the train step is compiled with XLA.
@@ -502,22 +504,44 @@ def sample_top_k_candidates(*args: Any) -> None:
 
 
 # ---- processes ------------------------------------------------------------------------
-# One JAX process trains on all the devices it sees (`chronos_moe.distribution`):
-# the batch is already global, so torch's data-parallel hooks (`torch_ddp.py`) are
-# the identity here.
+# A JAX run of several processes (hosts) starts with `keras.distribution.initialize`,
+# after which every process sees all devices (`jax.devices()`) and the mesh spans
+# them; each process feeds its own rows of the global batch, and Keras assembles
+# the global array (`jax.make_array_from_process_local_data`). A step sees the
+# global batch, so torch's data-parallel hooks (`torch_ddp.py`) are the identity
+# here; the collectives below carry only small host objects between processes.
 
 
-def initialize_processes() -> bool:
-    """One process (multi-host JAX is not supported yet): always `False`."""
-    return False
+_joined = False  # whether `initialize_processes` has started JAX's distributed client
+
+
+def initialize_processes(cluster: Mapping[str, Any] | None = None) -> bool:
+    """Joins the processes of a multi-host run (once, before JAX touches a
+    device) when `cluster` (`chronos_moe.validation.cluster_settings`) has
+    `num_processes` > 1. Returns whether this process is one of several."""
+    global _joined
+    if not cluster or cluster["num_processes"] <= 1:
+        return False
+    if _joined:
+        return True
+    # CPU devices of several processes reduce through gloo (set before JAX
+    # starts); GPUs and TPUs use their own collectives, which this leaves alone.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    keras.distribution.initialize(
+        cluster["coordinator_address"], cluster["num_processes"], cluster["process_id"]
+    )
+    _joined = True
+    return True
 
 
 def process_index() -> int:
-    return 0
+    """This process' index among the processes of the run (0 in one process)."""
+    return jax.process_index()
 
 
 def process_count() -> int:
-    return 1
+    """The number of processes training together (1 in one process)."""
+    return jax.process_count()
 
 
 def global_sum(x: Any) -> Any:
@@ -529,21 +553,53 @@ def data_parallel(model: keras.Model) -> None:
     """Nothing to install: `keras.distribution` handles the devices."""
 
 
+def _gather_bytes(value: Any) -> list[bytes]:
+    """Every process' pickled `value`, in process order (through one
+    all-gather of padded byte arrays, after one of their lengths)."""
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(pickle.dumps(value), dtype=np.uint8)
+    sizes = multihost_utils.process_allgather(np.array([data.size], np.int32))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    gathered = np.asarray(multihost_utils.process_allgather(padded))
+    return [gathered[i, : int(size)].tobytes() for i, size in enumerate(sizes.reshape(-1))]
+
+
 def broadcast_object(value: Any) -> Any:
-    return value
+    """Process 0's `value` (any picklable object), on every process."""
+    if process_count() == 1:
+        return value
+    return pickle.loads(_gather_bytes(value)[0])
 
 
 def all_objects(value: Any) -> list[Any]:
-    return [value]
+    """Every process' `value` (picklable), in process order, on every process."""
+    if process_count() == 1:
+        return [value]
+    return [pickle.loads(data) for data in _gather_bytes(value)]
 
 
 def any_process(flag: bool) -> bool:
-    return flag
+    """Whether `flag` is true on any process (`flag` itself in one process)."""
+    if process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.array([int(flag)]))).any())
 
 
 def barrier() -> None:
-    pass
+    """Waits for every process (no-op in one process)."""
+    if process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("chronos-moe barrier")
 
 
 def shutdown_processes() -> None:
-    pass
+    """Leaves the multi-host run (no-op unless `initialize_processes` joined one)."""
+    global _joined
+    if _joined:
+        jax.distributed.shutdown()
+        _joined = False

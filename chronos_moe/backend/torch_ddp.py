@@ -62,9 +62,11 @@ TIMEOUT = datetime.timedelta(minutes=30)
 _collecting = False  # inside a training step of a process group of 2+ ranks
 
 
-def initialize_processes() -> bool:
+def initialize_processes(cluster: dict[str, Any] | None = None) -> bool:
     """Starts the process group from `torchrun`'s environment (once), when
-    `WORLD_SIZE` > 1. Returns whether this process is one of several."""
+    `WORLD_SIZE` > 1. Returns whether this process is one of several.
+    (`cluster`, JAX's multi-host settings, is not read: torchrun's
+    environment says it all.)"""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not dist.is_initialized():

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from chronos_moe.cli.arguments import add_backend, add_command, load_config
+from chronos_moe.validation import cluster_settings
 
 
 def add_parser(commands) -> None:
@@ -61,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from chronos_moe.training.lock import OutputLock
 
     # The lock before Keras is imported: a second run on this directory exits at
-    # once. Under torchrun, rank 0 (`RANK`) holds it for all the processes.
-    rank = int(os.environ.get("RANK", "0"))
+    # once. Under torchrun, rank 0 (`RANK`) holds it for all the processes; in a
+    # multi-host JAX run, process 0 (`process_id`, or KERAS_DISTRIBUTION_PROCESS_ID).
+    rank = int(os.environ.get("RANK") or cluster_settings(config.distribution)["process_id"])
     with OutputLock(config.output_dir) if rank == 0 else contextlib.nullcontext():
         from chronos_moe import backend
         from chronos_moe.training.run import TrainingStopped, train

@@ -18,11 +18,14 @@ from typing import Any, Literal
 import yaml
 
 from chronos_moe.config import T5_PRESETS, ChronosBoltConfig, ChronosConfig
-from chronos_moe.validation import check_mesh_shape
+from chronos_moe.validation import PROCESS_ENVIRONMENT, check_mesh_shape, cluster_settings
 
 SCHEDULERS = ("linear", "cosine", "constant")
-# The keys of `distribution:` (the sizes of the ("batch", "expert") device mesh).
-DISTRIBUTION_KEYS = ("data_parallel", "expert_parallel")
+# The sizes of the ("batch", "expert") device mesh, keys of `distribution:`.
+MESH_KEYS = ("data_parallel", "expert_parallel")
+# The keys of `distribution:`: the mesh, and the processes of a multi-host run
+# (each of those may come from Keras' environment variable instead).
+DISTRIBUTION_KEYS = (*MESH_KEYS, *PROCESS_ENVIRONMENT)
 MODEL_FAMILIES = ("t5", "bolt")
 # The keys that only one model family reads: Chronos T5's tokenizer, sampling and
 # tied head; Chronos-Bolt's patches and quantile levels (its `chronos_config`).
@@ -161,7 +164,9 @@ class TrainingConfig:
     backend: Literal["torch", "jax"] | None = None
     # Several devices (JAX): {data_parallel: N, expert_parallel: M}, see
     # `chronos_moe.distribution`; `per_device_train_batch_size` is then the global batch.
-    distribution: dict[str, int] | None = None
+    # Several processes (hosts) add {coordinator_address: "host:port", num_processes: P,
+    # process_id: i}, or set Keras' KERAS_DISTRIBUTION_* variables (docs/scaling.md).
+    distribution: dict[str, int | str] | None = None
     # Non-finite losses.
     nan_policy: Literal["abort", "skip"] = "abort"
     max_consecutive_nan_skips: int = 5
@@ -277,7 +282,7 @@ class TrainingConfig:
                 f"It takes {', '.join(DISTRIBUTION_KEYS)}. "
                 f"Received: distribution={self.distribution}"
             )
-        sizes = {key: self.distribution.get(key, 1) for key in DISTRIBUTION_KEYS}
+        sizes = {key: self.distribution.get(key, 1) for key in MESH_KEYS}
         if sizes["expert_parallel"] > 1 and not self.use_moe:
             raise ConfigError(
                 "`distribution.expert_parallel` > 1 splits experts, and this run has none "
@@ -289,6 +294,8 @@ class TrainingConfig:
                 num_experts=self.num_experts if self.use_moe else None,
                 batch_size=self.per_device_train_batch_size,
             )
+            # The process keys as written (the environment is read when the run starts).
+            cluster_settings(self.distribution, self.per_device_train_batch_size, environ={})
         except ValueError as error:
             raise ConfigError(
                 f"`distribution`: {error} (per_device_train_batch_size is the global batch)"
@@ -299,7 +306,7 @@ class TrainingConfig:
         """`(data_parallel, expert_parallel)` of `distribution`, `None` without one."""
         if self.distribution is None:
             return None
-        return tuple(self.distribution.get(key, 1) for key in DISTRIBUTION_KEYS)
+        return tuple(self.distribution.get(key, 1) for key in MESH_KEYS)
 
     @property
     def model_size(self) -> str | None:

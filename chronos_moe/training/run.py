@@ -26,12 +26,13 @@ from chronos_moe.models.chronos_bolt import ChronosBolt
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.model import ChronosMoE, build_moe_chronos
 from chronos_moe.training import checkpoint, guarantees
-from chronos_moe.training.config import T5_ONLY_KEYS, ConfigError, TrainingConfig
+from chronos_moe.training.config import MESH_KEYS, T5_ONLY_KEYS, ConfigError, TrainingConfig
 from chronos_moe.training.errors import RunError, TrainingStopped
 from chronos_moe.training.lock import OutputLock
 from chronos_moe.training.logs import LOG_COLUMNS, STEPS_LOG, StepsLog, read_log, read_steps
 from chronos_moe.training.schedules import WarmupSchedule
 from chronos_moe.training.state import CHECKPOINTS
+from chronos_moe.validation import cluster_settings
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +334,7 @@ def _check_resume_compatible(config: TrainingConfig, state: dict[str, Any], path
             f"fingerprint of its own config ({config.fingerprint(keys)!r}); refusing to "
             "resume from an edited trainer state."
         )
-    if old.get("distribution") != config.distribution:
+    if _layout(old.get("distribution")) != _layout(config.distribution):
         logger.warning(
             f"Resuming on another device mesh ({old.get('distribution')} -> "
             f"{config.distribution}): the run continues from the same weights and optimizer "
@@ -342,6 +343,13 @@ def _check_resume_compatible(config: TrainingConfig, state: dict[str, Any], path
     if old.get("max_steps") != config.max_steps:
         message = f"max_steps changed from {old.get('max_steps')} to {config.max_steps} on resume."
         logger.warning(message)
+
+
+def _layout(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """The part of a `distribution:` block that decides how sums are taken: the
+    mesh and the number of processes (not where the coordinator listens)."""
+    settings = settings or {}
+    return {key: settings.get(key) for key in (*MESH_KEYS, "num_processes")}
 
 
 def train(
@@ -369,6 +377,11 @@ def train(
         under that device mesh (`chronos_moe.distribution.expert_distribution`; a
         named `DistributionError` on torch or for a mesh larger than the devices
         present, before anything is read or written); checkpoints load on any mesh.
+        With its process keys (or Keras' `KERAS_DISTRIBUTION_*` variables) the mesh
+        spans several processes (hosts): each joins through
+        `keras.distribution.initialize`, reads its slice of every global batch,
+        and process 0 alone takes the lock and writes (named errors
+        `ProcessSettingsError`, `ProcessMeshError`, `IndivisibleBatchError` first).
 
     Under `torchrun` (torch; `chronos_moe.backend.torch_ddp`) each process is a
     data-parallel replica: `per_device_train_batch_size` is the global batch,
@@ -430,8 +443,8 @@ def train(
         ([1, 2], ['config.json', 'model.keras', 'model.safetensors'])
     """
     _check_backend(config)
-    processes = _start_processes(config)  # torch DDP under torchrun: (rank, count)
-    mesh = _distribution(config)  # the backend and the devices, before the lock
+    processes = _start_processes(config)  # torchrun's or a multi-host run's: (index, count)
+    mesh = _distribution(config, processes[1])  # the backend and the devices, before the lock
     output = Path(config.output_dir)
     writes = processes[0] == 0  # rank 0 writes; the others train beside it
     # Order: the config is valid (TrainingConfig); take the lock (a second run on this
@@ -513,7 +526,7 @@ def _run(
             print(
                 f"chronos-moe train: backend {info['backend']} on {info['device']}"
                 + (f", mesh data {mesh[0]} × expert {mesh[1]}" if mesh else "")
-                + (f", {processes} processes (DDP)" if processes > 1 else "")
+                + (f", {processes} processes" if processes > 1 else "")
                 + (f", resuming at step {run.step}" if run.step else "")
             )
         if run.step < config.max_steps:
@@ -529,7 +542,8 @@ def _run(
         final = output / "final"
         if run.writes:
             checkpoints.save_chronos(model, final)
-            save_keras_atomically(model, final / "model.keras")
+            with distribution.process_local():  # process 0 alone (see there)
+                save_keras_atomically(model, final / "model.keras")
         backend.barrier()  # the run ends for every rank once the export is in place
     finally:
         run.close()
@@ -537,27 +551,43 @@ def _run(
     return TrainResult(output, model, log or read_log(output / "log.csv", upto=run.step), final)
 
 
-def _distribution(config: TrainingConfig):
-    """The `keras.distribution` of `config.distribution` (`None` without one):
-    a named error on torch or when the mesh needs more devices than are present."""
-    if config.mesh_shape is None:
+def _distribution(config: TrainingConfig, processes: int):
+    """The `keras.distribution` of `config.distribution` (`None` without one,
+    unless JAX runs several processes): a named error on torch, when the mesh
+    needs more devices than are present, or when it does not suit the
+    `processes` of a multi-host run (`ProcessMeshError`: it must span them
+    all, whole replicas per process)."""
+    # (torch's processes under torchrun are replicas without a mesh.)
+    if config.mesh_shape is None and (processes == 1 or not backend.KERAS_DISTRIBUTION):
         return None
-    return distribution.expert_distribution(
-        *config.mesh_shape,
+    mesh = distribution.expert_distribution(
+        *(config.mesh_shape or (1, 1)),
         num_experts=config.num_experts if config.use_moe else None,
         batch_size=config.per_device_train_batch_size,
     )
+    if processes > 1:
+        distribution.check_processes(mesh.device_mesh)
+        # Each process reads its own rows already (`ChronosDataset.shard`); Keras'
+        # auto-sharding would split only a tf.data stream, and refuses any other.
+        mesh.auto_shard_dataset = False
+    return mesh
 
 
 def _start_processes(config: TrainingConfig) -> tuple[int, int]:
-    """`(rank, count)` of this process: a torch process group under `torchrun`
-    (started from its environment), else `(0, 1)`. Named errors before
-    anything is read: `distribution` (the JAX mesh) set under torchrun, a
-    process count that does not divide the global batch."""
-    if not backend.initialize_processes():
+    """`(index, count)` of this process: a torch process group under
+    `torchrun` (started from its environment), the processes of a multi-host
+    JAX run (`distribution`'s process keys or Keras' `KERAS_DISTRIBUTION_*`
+    variables, see `chronos_moe.validation.cluster_settings`), else `(0, 1)`.
+    Named errors before anything is read: bad multi-host settings
+    (`ProcessSettingsError`), `distribution` (the JAX mesh) set under
+    torchrun, a process count that does not divide the global batch."""
+    cluster = None
+    if backend.KERAS_DISTRIBUTION:
+        cluster = cluster_settings(config.distribution, config.per_device_train_batch_size)
+    if not backend.initialize_processes(cluster):
         return 0, 1
     count = backend.process_count()
-    if config.distribution is not None:
+    if config.distribution is not None and not backend.KERAS_DISTRIBUTION:
         raise DistributionBackendError(
             "`distribution` is the JAX device mesh (keras.distribution); under torchrun the "
             f"{count} processes are the data-parallel replicas already. Remove `distribution` "
@@ -566,9 +596,9 @@ def _start_processes(config: TrainingConfig) -> tuple[int, int]:
         )
     if config.per_device_train_batch_size % count:
         raise IndivisibleBatchError(
-            "The number of torchrun processes must divide the global batch "
-            "(`per_device_train_batch_size`): each takes batch / processes series of every "
-            f"step. Received: processes={count}, "
+            "The number of processes (torchrun's, or a multi-host run's) must divide the "
+            "global batch (`per_device_train_batch_size`): each takes batch / processes "
+            f"series of every step. Received: processes={count}, "
             f"per_device_train_batch_size={config.per_device_train_batch_size}"
         )
     return backend.process_index(), count

@@ -24,7 +24,8 @@ WRITE_EVENTS = {"os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree
 
 def main() -> int:
     audit_dir, argv = Path(sys.argv[1]), sys.argv[2:]
-    rank = os.environ.get("RANK", "0")
+    # torchrun's RANK, or a multi-host JAX run's process id.
+    rank = os.environ.get("RANK") or os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "0")
     if os.environ.get("CHRONOS_MOE_FAULT_RANK", rank) != rank:
         os.environ.pop("CHRONOS_MOE_FAULT", None)
     watched = os.environ["DDP_WORKER_WATCH"]  # the run's output directory

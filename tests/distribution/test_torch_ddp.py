@@ -225,7 +225,7 @@ def test_a_jax_mesh_under_torchrun_is_refused(tmp_path, monkeypatch):
     from chronos_moe.training.config import TrainingConfig
     from chronos_moe.training.run import train
 
-    monkeypatch.setattr(backend, "initialize_processes", lambda: True)
+    monkeypatch.setattr(backend, "initialize_processes", lambda cluster=None: True)
     monkeypatch.setattr(backend, "process_count", lambda: 2)
     config = TrainingConfig(
         training_data_paths=[str(tmp_path / "absent.arrow")],
