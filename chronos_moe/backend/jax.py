@@ -5,7 +5,9 @@ JAX compiles the model (`jax.jit`, one compiled decoding loop), and XLA fuses
 `keras.ops` compositions by itself; what remains here is what XLA:CPU does
 slowly or what `keras.ops` cannot say: bfloat16 products accumulated in
 float32, a top-k threshold without sorting, random numbers and cache writes
-inside a compiled loop, and the attention kernels.
+inside a compiled loop, and the attention kernels. JAX's and XLA's own
+settings (the persistent compilation cache, XLA:CPU's fusions) are in
+`jax_xla.py`, set when this module is imported.
 """
 
 from __future__ import annotations
@@ -19,18 +21,6 @@ import jax.numpy as jnp
 import keras
 from keras import ops
 
-from chronos_moe.backend.jax_processes import (  # noqa: F401 (re-exported)
-    all_objects,
-    any_process,
-    barrier,
-    broadcast_object,
-    data_parallel,
-    global_sum,
-    initialize_processes,
-    process_count,
-    process_index,
-    shutdown_processes,
-)
 from chronos_moe.backend.jax_xla import (  # noqa: F401 (XLA's settings, re-exported)
     CACHE_OFF,
     CACHE_VARIABLE,
@@ -405,3 +395,51 @@ def sample_top_k_candidates(*args: Any) -> None:
     """No kernel of its own (`cheap_top_k` is false: decoding samples from the
     whole vocabulary); `generation.sample_top_k`'s `keras.ops` code runs."""
     return None
+
+
+# ---- processes ------------------------------------------------------------------------
+# One JAX process trains on all the devices it sees (`chronos_moe.distribution`):
+# the batch is already global, so torch's data-parallel hooks (`torch_ddp.py`) are
+# the identity here.
+
+
+def initialize_processes() -> bool:
+    """One process (multi-host JAX is not supported yet): always `False`."""
+    return False
+
+
+def process_index() -> int:
+    return 0
+
+
+def process_count() -> int:
+    return 1
+
+
+def global_sum(x: Any) -> Any:
+    """`x`: a JAX step sees the global batch (`keras.distribution` splits it)."""
+    return x
+
+
+def data_parallel(model: keras.Model) -> None:
+    """Nothing to install: `keras.distribution` handles the devices."""
+
+
+def broadcast_object(value: Any) -> Any:
+    return value
+
+
+def all_objects(value: Any) -> list[Any]:
+    return [value]
+
+
+def any_process(flag: bool) -> bool:
+    return flag
+
+
+def barrier() -> None:
+    pass
+
+
+def shutdown_processes() -> None:
+    pass
