@@ -10,6 +10,7 @@ from typing import Any
 
 from chronos_moe.config import ChronosBoltConfig, ChronosConfig
 from chronos_moe.errors import CheckpointError
+from chronos_moe.models.t5_stacks import STACK_SETTINGS
 
 # The config.json block describing the experts of a ChronosMoE checkpoint.
 MOE_CONFIG_KEY = "chronos_moe_config"
@@ -33,32 +34,16 @@ MOE_CONFIG_KEYS = (
 # (checkpoints of earlier versions load with the router they were trained with).
 MOE_LEGACY_DEFAULTS = {"router_input_norm": False}
 
+# ChronosBolt arguments read from config.json: the T5 stacks' settings (its
+# vocabulary follows `use_reg_token`, and it has no token ids of T5's tokens).
+BOLT_CONFIG_KEYS = STACK_SETTINGS
 # ChronosT5 arguments read from config.json (transformers' T5Config names).
 T5_CONFIG_KEYS = (
     "vocab_size",
-    "d_model",
-    "d_kv",
-    "d_ff",
-    "num_layers",
-    "num_decoder_layers",
-    "num_heads",
-    "relative_attention_num_buckets",
-    "relative_attention_max_distance",
-    "dropout_rate",
-    "layer_norm_epsilon",
-    "feed_forward_proj",
+    *STACK_SETTINGS,
     "tie_word_embeddings",
-    "decoder_start_token_id",
     "pad_token_id",
     "eos_token_id",
-    "initializer_factor",
-)
-# ChronosBolt arguments read from config.json: T5Config's, less the vocabulary
-# (it follows `use_reg_token`) and the token ids of T5's tokens.
-BOLT_CONFIG_KEYS = tuple(
-    key
-    for key in T5_CONFIG_KEYS
-    if key not in ("vocab_size", "tie_word_embeddings", "pad_token_id", "eos_token_id")
 )
 
 

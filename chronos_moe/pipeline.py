@@ -3,7 +3,6 @@ reference `chronos.ChronosPipeline` API."""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -29,8 +28,6 @@ from chronos_moe.pipeline_inputs import (
 )
 from chronos_moe.tokenizer import MeanScaleUniformBins
 from chronos_moe.validation import positive_int
-
-logger = logging.getLogger(__name__)
 
 
 def _bucket(size: int, cap: int, smallest: int = 1) -> int:
@@ -181,15 +178,7 @@ class ChronosPipeline(BasePipeline):
         if not 0 < top_p <= 1:
             raise ValueError(f"`top_p` must be in (0, 1]. Received: top_p={top_p}")
         context = checked_context(inputs)
-        if prediction_length > config.prediction_length:
-            message = (
-                f"prediction_length={prediction_length} exceeds the model's "
-                f"prediction_length={config.prediction_length}; longer forecasts are rolled "
-                "out autoregressively and may degrade."
-            )
-            if limit_prediction_length:
-                raise ValueError(message + " Set `limit_prediction_length=False` to allow it.")
-            logger.warning(message)
+        self._check_prediction_length(prediction_length, limit_prediction_length)
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
 

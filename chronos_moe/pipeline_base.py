@@ -4,6 +4,7 @@ keep, and `predict_df` (the work of which is in `pipeline_dataframe.py`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,9 @@ import keras
 from chronos_moe import backend, checkpoints
 from chronos_moe.config import DEFAULT_QUANTILE_LEVELS
 from chronos_moe.pipeline_dtype import ForecastingModel
+
+# Both pipelines' warnings, under one logger name.
+logger = logging.getLogger("chronos_moe.pipeline")
 
 
 class BasePipeline:
@@ -51,6 +55,19 @@ class BasePipeline:
     @property
     def model_prediction_length(self) -> int:
         return self.config.prediction_length
+
+    def _check_prediction_length(self, prediction_length: int, limit: bool) -> None:
+        """Refuses (with `limit`, `predict`'s `limit_prediction_length`) or logs
+        a warning for a horizon beyond the model's own."""
+        if prediction_length > self.config.prediction_length:
+            message = (
+                f"prediction_length={prediction_length} exceeds the model's "
+                f"prediction_length={self.config.prediction_length}; longer forecasts are rolled "
+                "out autoregressively and may degrade."
+            )
+            if limit:
+                raise ValueError(message + " Set `limit_prediction_length=False` to allow it.")
+            logger.warning(message)
 
     def _function(self, key: Any, fn, model: keras.Model | None = None):
         """`fn` compiled for `model` (the pipeline's model by default, or its

@@ -195,15 +195,7 @@ class ChronosBoltPipeline(BasePipeline):
                 f"models only. Received: num_samples={num_samples!r}"
             )
         context = checked_context(inputs)
-        if prediction_length > config.prediction_length:
-            message = (
-                f"prediction_length={prediction_length} exceeds the model's "
-                f"prediction_length={config.prediction_length}; longer forecasts are rolled "
-                "out autoregressively and may degrade."
-            )
-            if limit_prediction_length:
-                raise ValueError(message + " Set `limit_prediction_length=False` to allow it.")
-            logger.warning(message)
+        self._check_prediction_length(prediction_length, limit_prediction_length)
         context = context[:, -config.context_length :]
         prediction = self._forecast(context, batch_size)
         chunks, remaining = [prediction], prediction_length - prediction.shape[-1]
