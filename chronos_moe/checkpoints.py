@@ -6,6 +6,10 @@ A checkpoint is a directory (or a hub id resolved to one) holding
 follow transformers' T5 (and the reference's `ChronosBoltModelForForecasting`);
 linear weights are stored `(out, in)`. The model family (Chronos T5 or
 Chronos-Bolt) is read from the config (`config.model_family`).
+
+The config's fields are listed in `checkpoint_config.py` (Chronos-Bolt's in
+`checkpoints_bolt.py`), the weight names in `checkpoint_weights.py`; this
+module finds, reads, checks and writes the files.
 """
 
 from __future__ import annotations
@@ -20,14 +24,28 @@ import safetensors
 import safetensors.numpy
 
 from chronos_moe.atomic import write_atomically
-from chronos_moe.checkpoints_bolt import bolt_config, bolt_head_weights, bolt_hf_config
+from chronos_moe.checkpoint_config import (  # noqa: F401 (names of this module before)
+    BOLT_CONFIG_KEYS,
+    MOE_CONFIG_KEY,
+    MOE_CONFIG_KEYS,
+    MOE_LEGACY_DEFAULTS,
+    T5_CONFIG_KEYS,
+    model_arguments,
+    shared_hf_fields,
+)
+from chronos_moe.checkpoint_weights import (  # noqa: F401 (names of this module before)
+    MOE_OPTIONAL_WEIGHTS,
+    TIED_ALIASES,
+    assign_hf_weights,
+    hf_weight_map,
+)
+from chronos_moe.checkpoints_bolt import bolt_config, bolt_hf_config
 from chronos_moe.config import ChronosBoltConfig, ChronosConfig, model_family
 from chronos_moe.errors import CheckpointError
 from chronos_moe.models.chronos_bolt import ChronosBolt
 from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.bolt_model import moe_class
 from chronos_moe.moe.model import ChronosMoE
-from chronos_moe.moe.token_experts import TokenExperts
 from chronos_moe.safetensors_reader import (  # noqa: F401 (names of this module before)
     MAX_HEADER_BYTES,
     SAFETENSORS_DTYPES,
@@ -42,59 +60,6 @@ PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 # A config.json or an index file larger than this is refused before it is read.
 MAX_JSON_BYTES = 16 * 2**20
-
-# Names transformers may write for the tied embedding; they alias `shared.weight`.
-TIED_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
-
-# The config.json block describing the experts of a ChronosMoE checkpoint.
-MOE_CONFIG_KEY = "chronos_moe_config"
-MOE_CONFIG_KEYS = (
-    "num_experts",
-    "top_k",
-    "load_balancing_weight",
-    "router_z_loss_weight",
-    "router_hidden_dim",
-    "expert_hidden_dim",
-    "router_jitter_noise",
-    "router_input_norm",
-    "load_balancing_mode",
-    "load_balancing_window",
-    "bias_update_rate",
-    "level",
-    "moe_every",
-    "shared_expert",
-)
-# What a `chronos_moe_config` written before a key existed meant by its absence
-# (checkpoints of earlier versions load with the router they were trained with).
-MOE_LEGACY_DEFAULTS = {"router_input_norm": False}
-# The router's balancing state: a checkpoint of an earlier version lacks it, and
-# the fresh state (uniform load, zero bias) is what that router ran with.
-MOE_OPTIONAL_WEIGHTS = (
-    "moe.router.expert_load",
-    "moe.router.selection_bias",
-    "moe.router.feature_norm.statistics_initialised",
-)
-
-# ChronosT5 arguments read from config.json (transformers' T5Config names).
-T5_CONFIG_KEYS = (
-    "vocab_size",
-    "d_model",
-    "d_kv",
-    "d_ff",
-    "num_layers",
-    "num_decoder_layers",
-    "num_heads",
-    "relative_attention_num_buckets",
-    "relative_attention_max_distance",
-    "dropout_rate",
-    "layer_norm_epsilon",
-    "feed_forward_proj",
-    "tie_word_embeddings",
-    "decoder_start_token_id",
-    "pad_token_id",
-    "eos_token_id",
-    "initializer_factor",
-)
 
 
 def resolve_checkpoint(path_or_hub_id: str | os.PathLike) -> Path:
@@ -181,11 +146,7 @@ def read_config(directory: Path) -> tuple[dict[str, Any], ChronosConfig | Chrono
         )
     if family == "Chronos-Bolt":
         return bolt_config(raw, config_path)
-    try:
-        chronos = ChronosConfig.from_dict(raw["chronos_config"])
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{config_path}: invalid `chronos_config`: {error}") from None
-    kwargs = {key: raw[key] for key in T5_CONFIG_KEYS if key in raw and raw[key] is not None}
+    kwargs, chronos = model_arguments(raw, config_path, ChronosConfig, T5_CONFIG_KEYS)
     # transformers 5 always writes `tie_word_embeddings: true` and records the
     # T5 v1.1 behaviour (no d_model^-0.5 rescale, own lm_head) as
     # `scale_decoder_outputs: false`; older files say `tie_word_embeddings: false`.
@@ -236,139 +197,6 @@ def _shard_names(index: Path) -> list[str]:
         if not (index.parent / name).is_file():
             raise CheckpointError(f"{index}: names the shard {name!r}, which does not exist")
     return names
-
-
-def hf_weight_map(model: ChronosT5 | ChronosBolt | ChronosMoE) -> dict[str, tuple[Any, bool]]:
-    """Maps each checkpoint weight name to `(keras variable, transposed)`.
-
-    Dense weights carry transformers' T5 names; `ChronosBolt` adds its patch
-    embedding and output blocks under the reference's names
-    (`input_patch_embedding.hidden_layer.weight`, …); a `ChronosMoE` adds its router
-    and experts under `moe.` (`moe.router.hidden.kernel`, `moe.experts.head`, …),
-    so the reference `chronos` package still reads the base model. Token-level
-    experts sit under `moe.<stack>.block.<i>.experts.` (`wi`, `wo`, `router`,
-    …); a shared expert keeps the dense `DenseReluDense` names."""
-    if isinstance(model, ChronosMoE) and model.level == "token":
-        return hf_weight_map(model.base)
-    if isinstance(model, ChronosMoE):
-        return {**hf_weight_map(model.base), **_series_moe_weights(model.router, model.experts)}
-    mapping: dict[str, tuple[Any, bool]] = {"shared.weight": (model.shared.embeddings, False)}
-    stacks = (
-        ("encoder", model.encoder_blocks, model.encoder_position_bias, model.encoder_final_norm),
-        ("decoder", model.decoder_blocks, model.decoder_position_bias, model.decoder_final_norm),
-    )
-    for stack, blocks, position_bias, final_norm in stacks:
-        mapping[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = (
-            position_bias.embeddings,
-            False,
-        )
-        for i, block in enumerate(blocks):
-            mapping.update(_block_weights(stack, i, block))
-        mapping[f"{stack}.final_layer_norm.weight"] = (final_norm.scale, False)
-    if isinstance(model, ChronosBolt):
-        mapping.update(bolt_head_weights(model))
-    elif model.lm_head is not None:
-        mapping["lm_head.weight"] = (model.lm_head.kernel, True)
-    return mapping
-
-
-def _series_moe_weights(router, experts) -> dict[str, tuple[Any, bool]]:
-    """`hf_weight_map`'s entries for a series-level router and its experts (`moe.`)."""
-    mapping = {}
-    if router.input_norm:
-        mapping["moe.router.input_norm.weight"] = (router.norm.gamma, False)
-        mapping["moe.router.input_norm.bias"] = (router.norm.beta, False)
-        feature_norm = router.feature_norm
-        mapping["moe.router.feature_norm.weight"] = (feature_norm.gamma, False)
-        mapping["moe.router.feature_norm.bias"] = (feature_norm.beta, False)
-        mapping["moe.router.feature_norm.running_mean"] = (feature_norm.moving_mean, False)
-        mapping["moe.router.feature_norm.running_var"] = (feature_norm.moving_variance, False)
-        mapping["moe.router.feature_norm.statistics_initialised"] = (
-            router.statistics_initialised,
-            False,
-        )
-    for layer in (router.hidden, router.logits):
-        mapping[f"moe.router.{layer.name}.kernel"] = (layer.kernel, False)
-        mapping[f"moe.router.{layer.name}.bias"] = (layer.bias, False)
-    mapping["moe.router.expert_load"] = (router.expert_load, False)
-    mapping["moe.router.selection_bias"] = (router.selection_bias, False)
-    for variable in experts.expert_weights:  # moe.experts.head, … (Bolt: hidden_kernel, …)
-        mapping[f"moe.experts.{variable.name}"] = (variable, False)
-    return mapping
-
-
-def _block_weights(stack: str, i: int, block) -> dict[str, tuple[Any, bool]]:
-    """`hf_weight_map`'s entries for block `i` of `stack` (`"encoder"` or `"decoder"`)."""
-    mapping = {}
-    prefix = f"{stack}.block.{i}.layer"
-    attentions = [("0.SelfAttention", block.self_attention, block.self_attention_norm, 0)]
-    if block.is_decoder:
-        cross = ("1.EncDecAttention", block.cross_attention, block.cross_attention_norm, 1)
-        attentions.append(cross)
-    for name, attention, norm, index in attentions:
-        for short, dense in zip(
-            "qkvo",
-            (attention.query, attention.key, attention.value, attention.output_dense),
-            strict=True,
-        ):
-            mapping[f"{prefix}.{name}.{short}.weight"] = (dense.kernel, True)
-        mapping[f"{prefix}.{index}.layer_norm.weight"] = (norm.scale, False)
-    index = len(attentions)
-    ffn = block.feed_forward
-    if isinstance(ffn, TokenExperts):
-        names = ("wi_0", "wi_1", "wo") if ffn.is_gated else ("wi", "wo")
-        for short in (*names, "router", "expert_load", "selection_bias"):
-            mapping[f"moe.{stack}.block.{i}.experts.{short}"] = (getattr(ffn, short), False)
-        ffn = ffn.shared
-    if ffn is not None:
-        for short in ("wi_0", "wi_1", "wo") if ffn.is_gated else ("wi", "wo"):
-            mapping[f"{prefix}.{index}.DenseReluDense.{short}.weight"] = (
-                getattr(ffn, short).kernel,
-                True,
-            )
-    mapping[f"{prefix}.{index}.layer_norm.weight"] = (block.feed_forward_norm.scale, False)
-    return mapping
-
-
-def assign_hf_weights(
-    model: ChronosT5 | ChronosBolt | ChronosMoE, tensors: dict[str, np.ndarray], source: str = ""
-) -> None:
-    """Copies transformers-named tensors into `model`, after checking that every
-    name and shape matches (nothing is assigned when anything is wrong)."""
-    mapping = hf_weight_map(model)
-    base = model.base if isinstance(model, ChronosMoE) else model
-    lm_head = getattr(base, "lm_head", None)  # ChronosBolt has none
-    if lm_head is not None and "lm_head.weight" not in tensors and "shared.weight" in tensors:
-        # An unscaled head that transformers 5 kept tied to the embedding.
-        tensors = {**tensors, "lm_head.weight": tensors["shared.weight"]}
-    ignorable = set(TIED_ALIASES) | ({"lm_head.weight"} if lm_head is None else set())
-    missing = sorted(set(mapping) - set(tensors) - set(MOE_OPTIONAL_WEIGHTS))
-    unexpected = sorted(set(tensors) - set(mapping) - ignorable)
-    wrong_shapes = []
-    for name, (variable, transposed) in mapping.items():
-        if name in tensors:
-            shape = tuple(tensors[name].shape[::-1] if transposed else tensors[name].shape)
-            if shape != tuple(variable.shape):
-                stored = tuple(tensors[name].shape)
-                expected = tuple(variable.shape[::-1] if transposed else variable.shape)
-                wrong_shapes.append(f"{name}: expected {expected}, found {stored}")
-    problems = []
-    if missing:
-        problems.append(f"missing weights {missing[:5]}{' …' if len(missing) > 5 else ''}")
-    if unexpected:
-        problems.append(f"unexpected weights {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
-    if wrong_shapes:
-        problems.append("shapes that do not match the config: " + "; ".join(wrong_shapes[:5]))
-    if problems:
-        raise CheckpointError(
-            f"The weights{f' in {source}' if source else ''} do not match the model config: "
-            + " | ".join(problems)
-        )
-    for name, (variable, transposed) in mapping.items():
-        if name not in tensors:  # an optional weight (MOE_OPTIONAL_WEIGHTS) keeps its start
-            continue
-        value = tensors[name].T if transposed else tensors[name]
-        variable.assign(np.ascontiguousarray(value).astype(variable.dtype))
 
 
 def load_chronos(path_or_hub_id: str | os.PathLike) -> ChronosT5 | ChronosBolt | ChronosMoE:
@@ -471,18 +299,7 @@ def hf_config(model: ChronosT5 | ChronosBolt | ChronosMoE) -> dict[str, Any]:
     if isinstance(model, ChronosBolt):
         return bolt_hf_config(model)
     config = {key: getattr(model, key) for key in T5_CONFIG_KEYS}
-    config.update(
-        architectures=["T5ForConditionalGeneration"],
-        model_type="t5",
-        is_encoder_decoder=True,
-        use_cache=True,
-        dense_act_fn="gelu_new"
-        if model.feed_forward_proj == "gated-gelu"
-        else model.feed_forward_proj.split("-")[-1],
-        is_gated_act=model.feed_forward_proj.startswith("gated-"),
-        dtype="float32",
-        chronos_config=model.chronos_config.to_dict(),
-    )
+    config.update(architectures=["T5ForConditionalGeneration"], **shared_hf_fields(model))
     return config
 
 

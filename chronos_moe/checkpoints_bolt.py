@@ -7,37 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chronos_moe.config import ChronosBoltConfig
-from chronos_moe.errors import CheckpointError
-from chronos_moe.models.chronos_bolt import ChronosBolt
-
-# ChronosBolt arguments read from config.json: T5Config's, less the vocabulary
-# (it follows `use_reg_token`) and the token ids of T5's tokens.
-BOLT_CONFIG_KEYS = (
-    "d_model",
-    "d_kv",
-    "d_ff",
-    "num_layers",
-    "num_decoder_layers",
-    "num_heads",
-    "relative_attention_num_buckets",
-    "relative_attention_max_distance",
-    "dropout_rate",
-    "layer_norm_epsilon",
-    "feed_forward_proj",
-    "decoder_start_token_id",
-    "initializer_factor",
+from chronos_moe.checkpoint_config import (  # noqa: F401 (BOLT_CONFIG_KEYS: imported from here)
+    BOLT_CONFIG_KEYS,
+    model_arguments,
+    shared_hf_fields,
 )
+from chronos_moe.config import ChronosBoltConfig
+from chronos_moe.models.chronos_bolt import ChronosBolt
 
 
 def bolt_config(raw: dict[str, Any], config_path: Path) -> tuple[dict[str, Any], ChronosBoltConfig]:
     """`checkpoints.read_config` of a Chronos-Bolt checkpoint: `ChronosBolt`'s
     keyword arguments and its `ChronosBoltConfig`."""
-    try:
-        chronos = ChronosBoltConfig.from_dict(raw["chronos_config"])
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{config_path}: invalid `chronos_config`: {error}") from None
-    kwargs = {key: raw[key] for key in BOLT_CONFIG_KEYS if key in raw and raw[key] is not None}
+    kwargs, chronos = model_arguments(raw, config_path, ChronosBoltConfig, BOLT_CONFIG_KEYS)
     kwargs["chronos_config"] = chronos.to_dict()
     return kwargs, chronos
 
@@ -62,19 +44,11 @@ def bolt_hf_config(model: ChronosBolt) -> dict[str, Any]:
     config.update(
         architectures=["ChronosBoltModelForForecasting"],
         chronos_pipeline_class="ChronosBoltPipeline",
-        model_type="t5",
         vocab_size=model.vocab_size,
         tie_word_embeddings=True,
         pad_token_id=0,
         eos_token_id=1,
-        is_encoder_decoder=True,
-        use_cache=True,
-        dense_act_fn="gelu_new"
-        if model.feed_forward_proj == "gated-gelu"
-        else model.feed_forward_proj.split("-")[-1],
-        is_gated_act=model.feed_forward_proj.startswith("gated-"),
-        dtype="float32",
-        chronos_config=model.chronos_config.to_dict(),
+        **shared_hf_fields(model),
     )
     if model.chronos_config.use_reg_token:
         config["reg_token_id"] = model.reg_token_id

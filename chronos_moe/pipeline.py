@@ -3,16 +3,14 @@ reference `chronos.ChronosPipeline` API."""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from keras import ops
 
-from chronos_moe import backend, checkpoints
+from chronos_moe import checkpoints
 from chronos_moe.config import DEFAULT_QUANTILE_LEVELS
 from chronos_moe.generation import generate_tokens
 from chronos_moe.models.chronos_bolt import ChronosBolt
@@ -20,8 +18,8 @@ from chronos_moe.models.chronos_t5 import ChronosT5
 from chronos_moe.moe.bolt_model import ChronosBoltMoE
 from chronos_moe.moe.model import ChronosMoE
 from chronos_moe.moe.token_experts import series_routes
+from chronos_moe.pipeline_base import BasePipeline
 from chronos_moe.pipeline_bolt import ChronosBoltPipeline
-from chronos_moe.pipeline_dtype import ForecastingModel
 from chronos_moe.pipeline_inputs import (
     checked_context,
     checked_number,
@@ -31,9 +29,6 @@ from chronos_moe.pipeline_inputs import (
 from chronos_moe.tokenizer import MeanScaleUniformBins
 from chronos_moe.validation import positive_int
 
-logger = logging.getLogger(__name__)
-
-
 
 def _bucket(size: int, cap: int, smallest: int = 1) -> int:
     """The smallest power of two >= `size` (and >= `smallest`), but at most
@@ -42,7 +37,7 @@ def _bucket(size: int, cap: int, smallest: int = 1) -> int:
     return min(max(smallest, 1 << (size - 1).bit_length()), max(cap, size))
 
 
-class ChronosPipeline:
+class ChronosPipeline(BasePipeline):
     """Forecasts with a Chronos model: sample paths, quantiles, embeddings.
 
     Same methods and defaults as the reference `chronos.ChronosPipeline`; inputs
@@ -84,16 +79,8 @@ class ChronosPipeline:
                 "`model` must be a ChronosT5 or ChronosMoE model. "
                 f"Received: {type(model).__name__}{hint}"
             )
-        self._forecasting_model = ForecastingModel(model, compute_dtype)
-        self.model = model
-        self.compute_dtype = compute_dtype
-        self.config = model.chronos_config
+        super().__init__(model, compute_dtype)
         self.tokenizer = MeanScaleUniformBins.from_config(self.config)
-        self._compiled: dict[tuple, Any] = {}
-
-    def __repr__(self) -> str:
-        dtype = "" if self.compute_dtype is None else f", compute_dtype={self.compute_dtype!r}"
-        return f"ChronosPipeline({self.model!r}{dtype})"
 
     # ---- loading and saving ------------------------------------------------------
 
@@ -115,27 +102,7 @@ class ChronosPipeline:
             return ChronosBoltPipeline(model, compute_dtype=compute_dtype)
         return cls(model, compute_dtype=compute_dtype)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Writes the model as a Hugging Face Chronos checkpoint that the
-        reference `chronos` package and transformers load."""
-        return checkpoints.save_chronos(self.model, directory)
-
-    @property
-    def model_context_length(self) -> int:
-        return self.config.context_length
-
-    @property
-    def model_prediction_length(self) -> int:
-        return self.config.prediction_length
-
-    # ---- compiled functions --------------------------------------------------------
-
-    def _function(self, key: tuple, fn, model=None):
-        model = self.model if model is None else model
-        key = (*key, id(model))
-        if key not in self._compiled:
-            self._compiled[key] = backend.compile_stateless(model, fn)
-        return self._compiled[key]
+    # ---- tokens ---------------------------------------------------------------------
 
     def _tokenize(self, context: np.ndarray, batch_bucket: int):
         """Token ids, mask and scale, with the batch and the context length padded
@@ -211,15 +178,7 @@ class ChronosPipeline:
         if not 0 < top_p <= 1:
             raise ValueError(f"`top_p` must be in (0, 1]. Received: top_p={top_p}")
         context = checked_context(inputs)
-        if prediction_length > config.prediction_length:
-            message = (
-                f"prediction_length={prediction_length} exceeds the model's "
-                f"prediction_length={config.prediction_length}; longer forecasts are rolled "
-                "out autoregressively and may degrade."
-            )
-            if limit_prediction_length:
-                raise ValueError(message + " Set `limit_prediction_length=False` to allow it.")
-            logger.warning(message)
+        self._check_prediction_length(prediction_length, limit_prediction_length)
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
 
@@ -311,101 +270,6 @@ class ChronosPipeline:
         quantiles = np.quantile(samples, levels, axis=1).transpose(1, 2, 0)
         return quantiles.astype(np.float32), samples.mean(axis=1).astype(np.float32)
 
-    def predict_df(
-        self,
-        df: Any,
-        *,
-        id_column: str = "item_id",
-        timestamp_column: str = "timestamp",
-        target: str = "target",
-        prediction_length: int | None = None,
-        quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
-        batch_size: int = 256,
-        validate_inputs: bool = True,
-        freq: str | None = None,
-        verbose: int = 0,
-        **predict_kwargs,
-    ) -> Any:
-        """Forecasts every series of a long-format pandas DataFrame.
-
-        The reference `predict_df`: the same arguments, defaults, columns and
-        dtypes. Rows are grouped by `id_column` (ids of any hashable type, in
-        order of first appearance) and sorted by time within each id, so the
-        input need not be sorted. Each series is forecast from its last
-        `context_length` values (shorter ones are padded; NaN targets are
-        missing values), and continued by the data's frequency: inferred as
-        `pd.infer_freq` does from every series with 3 or more timestamps, or
-        given as `freq`. Other columns (covariates) are ignored, as the
-        reference ignores them.
-
-        Bad input raises before any model work: a `TypeError` for a `df` that
-        is not a DataFrame; a `ValueError` (`DataError` for the frame's
-        content) for a missing column, an empty frame, a non-numeric target,
-        a missing id or timestamp, duplicate (id, timestamp) rows, irregular
-        timestamps or frequencies that differ between series (unless `freq`
-        is given), a `prediction_length` < 1 or quantile levels outside
-        (0, 1). (The reference accepts levels 0 and 1, and fails late or with
-        other errors on the rest.)
-
-        Args:
-            df: pandas DataFrame, one row per (id, timestamp) observation.
-            id_column: str. The series id column. Defaults to `"item_id"`.
-            timestamp_column: str. The time column (datetimes, or strings that
-                parse as dates). Defaults to `"timestamp"`.
-            target: str. The numeric column to forecast. Defaults to `"target"`.
-            prediction_length: int. Steps to forecast. Defaults to the model's.
-            quantile_levels: list of numbers in (0, 1). Defaults to 0.1, ..., 0.9.
-            batch_size: int. Series per `predict_quantiles` call (each call runs
-                in compiled batches of `predict`'s own, smaller, `batch_size`).
-                Defaults to `256`.
-            validate_inputs: bool. `False` skips sorting and the duplicate
-                check: the rows must then be grouped by id and time-sorted.
-                Defaults to `True`.
-            freq: str. A pandas frequency for the forecast timestamps (`"h"`,
-                `"D"`, ...), used as given. Defaults to `None` (inferred).
-            verbose: int. `1` shows a progress bar over the series. Defaults to
-                `0`.
-            **predict_kwargs: the other arguments of `predict` (`num_samples`,
-                `top_k`, `seed`, ...).
-
-        Returns:
-            A pandas DataFrame with `prediction_length` rows per series: the id
-            column, the timestamp column (the forecast timestamps),
-            `target_name` (the `target` argument), `predictions` (the mean
-            forecast, float32) and one float32 column per quantile level, named
-            `str(level)` (`"0.1"`, ...).
-
-        Example:
-
-        >>> import pandas as pd
-        >>> model = ChronosT5.from_preset("tiny", vocab_size=64, num_layers=1,
-        ...     chronos_config={"n_tokens": 64, "context_length": 32, "prediction_length": 4})
-        >>> df = pd.DataFrame({
-        ...     "item_id": ["a"] * 10 + ["b"] * 10,
-        ...     "timestamp": list(pd.date_range("2024-01-01", periods=10, freq="D")) * 2,
-        ...     "target": list(range(10)) + list(range(10, 0, -1)),
-        ... })
-        >>> forecast = ChronosPipeline(model).predict_df(df, prediction_length=2, seed=0)
-        >>> forecast.shape, list(forecast.columns[:5])
-        ((4, 13), ['item_id', 'timestamp', 'target_name', 'predictions', '0.1'])
-        >>> forecast["timestamp"].dt.strftime("%m-%d").tolist()
-        ['01-11', '01-12', '01-11', '01-12']
-        """
-        from chronos_moe.pipeline_dataframe import forecast_long_frame
-
-        return forecast_long_frame(
-            self,
-            df,
-            (id_column, timestamp_column, target),
-            prediction_length,
-            quantile_levels,
-            batch_size=batch_size,
-            validate_inputs=validate_inputs,
-            freq=freq,
-            verbose=verbose,
-            **predict_kwargs,
-        )
-
     def embed(self, context: Any) -> tuple[np.ndarray, np.ndarray]:
         """Encoder embeddings of the series.
 
@@ -469,4 +333,3 @@ class ChronosPipeline:
         indices = ops.convert_to_numpy(indices)[:, :batch]
         probs = ops.convert_to_numpy(probs)[:, :batch].astype(np.float64)
         return series_routes(indices, probs, np.asarray(mask)[:batch], self.model.top_k)
-

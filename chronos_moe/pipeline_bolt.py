@@ -6,20 +6,19 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from keras import ops
 
-from chronos_moe import backend, checkpoints
+from chronos_moe import checkpoints
 from chronos_moe.config import DEFAULT_QUANTILE_LEVELS, ChronosBoltConfig
 from chronos_moe.errors import CheckpointError
 from chronos_moe.layers.common import direct_layer_calls, invoke
 from chronos_moe.models.chronos_bolt import ChronosBolt
 from chronos_moe.moe.bolt_model import ChronosBoltMoE
 from chronos_moe.moe.token_experts import series_routes
-from chronos_moe.pipeline_dtype import ForecastingModel
+from chronos_moe.pipeline_base import BasePipeline
 from chronos_moe.pipeline_inputs import checked_context, checked_quantile_levels, checked_seed
 from chronos_moe.validation import positive_int
 
@@ -32,7 +31,7 @@ def _bucket(size: int, cap: int) -> int:
     return min(1 << (size - 1).bit_length(), max(cap, size))
 
 
-class ChronosBoltPipeline:
+class ChronosBoltPipeline(BasePipeline):
     """Forecasts with a Chronos-Bolt model: quantiles and embeddings.
 
     Same methods, defaults and output shapes as the reference
@@ -74,15 +73,8 @@ class ChronosBoltPipeline:
                 "`model` must be a ChronosBolt or ChronosBoltMoE model. "
                 f"Received: {type(model).__name__}"
             )
-        self._forecasting_model = ForecastingModel(model, compute_dtype)
-        self.model = model
-        self.compute_dtype = compute_dtype
+        super().__init__(model, compute_dtype)
         self.config: ChronosBoltConfig = model.chronos_config
-        self._compiled: dict[tuple, Any] = {}
-
-    def __repr__(self) -> str:
-        dtype = "" if self.compute_dtype is None else f", compute_dtype={self.compute_dtype!r}"
-        return f"ChronosBoltPipeline({self.model!r}{dtype})"
 
     # ---- loading and saving ------------------------------------------------------
 
@@ -103,32 +95,12 @@ class ChronosBoltPipeline:
             )
         return cls(model, compute_dtype=compute_dtype)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Writes the model as a Hugging Face Chronos-Bolt checkpoint that the
-        reference `chronos` package loads."""
-        return checkpoints.save_chronos(self.model, directory)
-
-    @property
-    def model_context_length(self) -> int:
-        return self.config.context_length
-
-    @property
-    def model_prediction_length(self) -> int:
-        return self.config.prediction_length
-
     @property
     def quantiles(self) -> list[float]:
         """The quantile levels the model forecasts (its training grid)."""
         return list(self.config.quantiles)
 
     # ---- the model on one batch ------------------------------------------------------
-
-    def _function(self, name: str, fn, model):
-        """`fn` compiled for `model` (the model or its `compute_dtype` copy)."""
-        key = (name, id(model))
-        if key not in self._compiled:
-            self._compiled[key] = backend.compile_stateless(model, fn)
-        return self._compiled[key]
 
     def _padded(self, context: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
         """`context` (truncated to the model's length) left-padded with NaN to a
@@ -223,15 +195,7 @@ class ChronosBoltPipeline:
                 f"models only. Received: num_samples={num_samples!r}"
             )
         context = checked_context(inputs)
-        if prediction_length > config.prediction_length:
-            message = (
-                f"prediction_length={prediction_length} exceeds the model's "
-                f"prediction_length={config.prediction_length}; longer forecasts are rolled "
-                "out autoregressively and may degrade."
-            )
-            if limit_prediction_length:
-                raise ValueError(message + " Set `limit_prediction_length=False` to allow it.")
-            logger.warning(message)
+        self._check_prediction_length(prediction_length, limit_prediction_length)
         context = context[:, -config.context_length :]
         prediction = self._forecast(context, batch_size)
         chunks, remaining = [prediction], prediction_length - prediction.shape[-1]
@@ -259,23 +223,14 @@ class ChronosBoltPipeline:
         quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
         **predict_kwargs: Any,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Quantile and mean forecasts at any levels in (0, 1).
+        """Quantile and mean forecasts at any levels in (0, 1): the arguments
+        and the float32 `(quantiles, mean)` of `ChronosPipeline.predict_quantiles`.
 
         Levels on the model's grid are its forecasts; others are interpolated
         as the reference does: linearly between the model's levels, which are
         taken to be equally spaced, with the lowest and highest repeated at the
         ends (levels beyond the grid get its lowest or highest forecast, with
         a logged warning). The mean is the median forecast.
-
-        Args:
-            inputs, prediction_length: as for `predict`.
-            quantile_levels: list of numbers in (0, 1). Defaults to 0.1, 0.2,
-                ..., 0.9.
-            **predict_kwargs: the other arguments of `predict`.
-
-        Returns:
-            `(quantiles, mean)`: float32 `(n_series, prediction_length,
-            n_quantiles)` and `(n_series, prediction_length)`.
         """
         levels = checked_quantile_levels(quantile_levels)
         grid = self.quantiles
@@ -303,54 +258,6 @@ class ChronosBoltPipeline:
             quantiles = quantiles.transpose(1, 2, 0)
         mean = predictions[..., grid.index(0.5)]
         return quantiles.astype(np.float32), mean.astype(np.float32)
-
-    def predict_df(
-        self,
-        df: Any,
-        *,
-        id_column: str = "item_id",
-        timestamp_column: str = "timestamp",
-        target: str = "target",
-        prediction_length: int | None = None,
-        quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
-        batch_size: int = 256,
-        validate_inputs: bool = True,
-        freq: str | None = None,
-        verbose: int = 0,
-        **predict_kwargs: Any,
-    ) -> Any:
-        """Forecasts every series of a long-format pandas DataFrame: the same
-        arguments, checks and output frame as `ChronosPipeline.predict_df`
-        (`predictions` holds the median).
-
-        Example:
-
-        >>> import pandas as pd
-        >>> model = ChronosBolt(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-        ...     chronos_config={"context_length": 32, "prediction_length": 2,
-        ...                     "input_patch_size": 8, "input_patch_stride": 8})
-        >>> df = pd.DataFrame({
-        ...     "item_id": ["a"] * 10,
-        ...     "timestamp": pd.date_range("2024-01-01", periods=10, freq="D"),
-        ...     "target": range(10),
-        ... })
-        >>> ChronosBoltPipeline(model).predict_df(df).shape
-        (2, 13)
-        """
-        from chronos_moe.pipeline_dataframe import forecast_long_frame
-
-        return forecast_long_frame(
-            self,
-            df,
-            (id_column, timestamp_column, target),
-            prediction_length,
-            quantile_levels,
-            batch_size=batch_size,
-            validate_inputs=validate_inputs,
-            freq=freq,
-            verbose=verbose,
-            **predict_kwargs,
-        )
 
     def embed(self, context: Any) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Encoder embeddings of the series.

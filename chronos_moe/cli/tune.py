@@ -7,6 +7,25 @@ from pathlib import Path
 
 from chronos_moe.cli.arguments import POSITIVE, SEED, add_backend, add_command, load_config
 
+# `chronos-moe tune --help`: what the command does, and how it is called.
+DESCRIPTION = (
+    "Runs an Optuna study over a base training config: each trial trains the config with "
+    "sampled values (number of experts, top_k, balance weight and mode, router z-loss "
+    "weight and hidden size, learning rate; or those of --search-space) for its "
+    "`max_steps` and is scored by WQL on the config's `validation_data_paths`; the "
+    "training CE lets a median pruner stop poor trials early.\nWrites into --output-dir "
+    "the study (study.db: running the command again resumes it), trials/ (one training "
+    "run per trial), best_config.yaml, trials.csv and the plots "
+    "(optimization_history.png, param_importances.png).\nThe config, the search space "
+    "(top_k <= num_experts in every trial) and the data files are checked before any "
+    'model is built. Needs the tune extra: pip install "chronos-moe[tune]".'
+)
+EXAMPLES = (
+    "chronos-moe tune --config my-moe.yaml --trials 20 --output-dir tuning\n"
+    "chronos-moe tune --config my-moe.yaml --trials 30 --output-dir tuning   # resume, "
+    "to 30 trials"
+)
+
 
 def add_parser(commands) -> None:
     """Adds `tune` to the sub-commands `commands`."""
@@ -14,19 +33,8 @@ def add_parser(commands) -> None:
         commands,
         "tune",
         "search experts, routing and learning rate with Optuna",
-        "Runs an Optuna study over a base training config: each trial trains the config with "
-        "sampled values (number of experts, top_k, balance weight and mode, router z-loss "
-        "weight and hidden size, learning rate; or those of --search-space) for its "
-        "`max_steps` and is scored by WQL on the config's `validation_data_paths`; the "
-        "training CE lets a median pruner stop poor trials early.\nWrites into --output-dir "
-        "the study (study.db: running the command again resumes it), trials/ (one training "
-        "run per trial), best_config.yaml, trials.csv and the plots "
-        "(optimization_history.png, param_importances.png).\nThe config, the search space "
-        "(top_k <= num_experts in every trial) and the data files are checked before any "
-        'model is built. Needs the tune extra: pip install "chronos-moe[tune]".',
-        "chronos-moe tune --config my-moe.yaml --trials 20 --output-dir tuning\n"
-        "chronos-moe tune --config my-moe.yaml --trials 30 --output-dir tuning   # resume, "
-        "to 30 trials",
+        DESCRIPTION,
+        EXAMPLES,
     )
     tune.add_argument(
         "--config",

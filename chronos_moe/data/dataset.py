@@ -4,7 +4,6 @@ for Chronos T5, the values themselves for Chronos-Bolt."""
 from __future__ import annotations
 
 import collections
-import dataclasses
 import math
 import os
 import threading
@@ -16,6 +15,11 @@ import numpy as np
 
 from chronos_moe.config import ChronosBoltConfig, ChronosConfig
 from chronos_moe.data.arrow import ArrowSeriesFile
+from chronos_moe.data.dataset_arguments import (
+    check_dataset_arguments,
+    check_finite,
+    dataset_tokenizer,
+)
 from chronos_moe.data.errors import DataError
 from chronos_moe.data.report import DataReport
 from chronos_moe.data.source import make_sources
@@ -28,7 +32,6 @@ from chronos_moe.data.windows import (
 )
 from chronos_moe.errors import IndivisibleBatchError
 from chronos_moe.tokenizer import MeanScaleUniformBins
-from chronos_moe.validation import positive_int
 
 STATE_FORMAT = "chronos_moe.ChronosDataset/1"
 # Training batches kept for repeated reads (Keras reads the first batch twice when
@@ -166,9 +169,11 @@ class ChronosDataset(keras.utils.PyDataset):
                 "their order is kept. Received: use_multiprocessing=True"
             )
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
-        _check_arguments(mode, batch_size, steps, drop_prob)
+        check_dataset_arguments(mode, batch_size, steps, drop_prob)
         # Chronos-Bolt reads the values themselves: no tokenizer (`None`).
-        self.tokenizer, self.config = _tokenizer(tokenizer, context_length, prediction_length)
+        self.tokenizer, self.config = dataset_tokenizer(
+            tokenizer, context_length, prediction_length
+        )
         self.context_length = self.config.context_length
         self.prediction_length = self.config.prediction_length
         self.batch_size = int(batch_size)
@@ -183,7 +188,7 @@ class ChronosDataset(keras.utils.PyDataset):
         )
         check_probability(probability, len(self.sources))
         if not allow_inf:
-            _check_finite(self.sources)
+            check_finite(self.sources)
         self._lock = threading.RLock()
         if mode == "train":
             self._windows = TrainingWindows(
@@ -465,57 +470,3 @@ class ChronosDataset(keras.utils.PyDataset):
             f"batch_size={self.batch_size}, context_length={self.context_length}, "
             f"prediction_length={self.prediction_length})"
         )
-
-
-def _tokenizer(
-    tokenizer: MeanScaleUniformBins | ChronosConfig | ChronosBoltConfig,
-    context_length: int | None,
-    prediction_length: int | None,
-) -> tuple[MeanScaleUniformBins | None, ChronosConfig | ChronosBoltConfig]:
-    """The tokenizer (`None` for Chronos-Bolt) and its config, rebuilt when the
-    window lengths differ from the config's."""
-    if isinstance(tokenizer, ChronosConfig):
-        tokenizer = MeanScaleUniformBins.from_config(tokenizer)
-    if not isinstance(tokenizer, (MeanScaleUniformBins, ChronosBoltConfig)):
-        raise TypeError(
-            "`tokenizer` must be a MeanScaleUniformBins, a ChronosConfig or a "
-            f"ChronosBoltConfig. Received: {type(tokenizer).__name__}"
-        )
-    bolt = isinstance(tokenizer, ChronosBoltConfig)
-    config = tokenizer if bolt else tokenizer.config
-    overrides = {}
-    if context_length is not None and context_length != config.context_length:
-        overrides["context_length"] = context_length
-    if prediction_length is not None and prediction_length != config.prediction_length:
-        overrides["prediction_length"] = prediction_length
-    if overrides:
-        config = dataclasses.replace(config, **overrides)
-        if not bolt:
-            tokenizer = MeanScaleUniformBins(tokenizer.low_limit, tokenizer.high_limit, config)
-    return (None, config) if bolt else (tokenizer, config)
-
-
-def _check_arguments(mode: str, batch_size: int, steps: int | None, drop_prob) -> None:
-    """The named errors of `ChronosDataset`'s own settings."""
-    if mode not in ("train", "validation"):
-        raise ValueError(f"`mode` must be 'train' or 'validation'. Received: mode={mode!r}")
-    positive_int("batch_size", batch_size)
-    positive_int("steps", steps, allow_none=True)
-    if mode == "validation" and drop_prob:
-        raise ValueError(
-            "Validation windows are not augmented: `drop_prob` applies to mode='train'. "
-            f"Received: drop_prob={drop_prob!r}"
-        )
-
-
-def _check_finite(sources: list) -> None:
-    """A named error for the first source with ±inf targets."""
-    for source in sources:
-        if source.inf_count:
-            raise DataError(
-                f"{source.inf_count} non-finite value(s) (±inf) in the targets; expected "
-                "finite numbers, with NaN for a missing value. Replace them with NaN, or pass "
-                "allow_inf=True to read them as missing",
-                path=source.name,
-                field="target",
-            )

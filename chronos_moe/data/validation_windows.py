@@ -7,15 +7,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chronos_moe.data.report import DataReport
 from chronos_moe.data.source import SeriesSource
 from chronos_moe.data.windows import (
     Window,
     WindowId,
     check_window_arguments,
     extract_window,
-    raise_no_usable_series,
-    usable_series,
+    kept_series,
 )
 
 
@@ -56,14 +54,9 @@ class ValidationWindows(Sequence):
         self.sources = list(sources)
         self.context_length = int(context_length)
         self.prediction_length = int(prediction_length)
-        self.kept, reports = [], []
-        for source in self.sources:
-            kept, report = usable_series(source, min_past, prediction_length, max_missing_prop)
-            if len(kept) == 0:
-                raise_no_usable_series(report, min_past, prediction_length)
-            self.kept.append(kept)
-            reports.append(report)
-        self.report = DataReport(reports)
+        self.kept, self.report = kept_series(
+            self.sources, min_past, prediction_length, max_missing_prop
+        )
         self._starts = np.cumsum([0] + [len(kept) for kept in self.kept])
 
     def __len__(self) -> int:

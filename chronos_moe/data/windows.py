@@ -253,16 +253,9 @@ class TrainingWindows:
         self.shuffle_buffer_length = int(shuffle_buffer_length)
         self.drop_prob = float(drop_prob)
         self.seed = int(seed)
-        self.kept, reports = [], []
-        for source in self.sources:
-            kept, report = usable_series(
-                source, self.min_past, self.prediction_length, self.max_missing_prop
-            )
-            if len(kept) == 0:
-                raise_no_usable_series(report, self.min_past, self.prediction_length)
-            self.kept.append(kept)
-            reports.append(report)
-        self.report = DataReport(reports)
+        self.kept, self.report = kept_series(
+            self.sources, self.min_past, self.prediction_length, self.max_missing_prop
+        )
         self._cumulative = np.cumsum(self.probability)
         self._rng = np.random.default_rng(self.seed)
         self._cursors = [_Cursor() for _ in self.sources]
@@ -404,6 +397,24 @@ def check_probability(probability: Sequence[float] | None, num_sources: int) -> 
             f"(sum {values.sum():.9g})"
         )
     return values
+
+
+def kept_series(
+    sources: Sequence[SeriesSource],
+    min_past: int,
+    prediction_length: int,
+    max_missing_prop: float,
+) -> tuple[list[np.ndarray], DataReport]:
+    """`usable_series` of every source, and their `DataReport`; a named
+    `DataError` for the first source with no usable series."""
+    kept, reports = [], []
+    for source in sources:
+        usable, report = usable_series(source, min_past, prediction_length, max_missing_prop)
+        if len(usable) == 0:
+            raise_no_usable_series(report, min_past, prediction_length)
+        kept.append(usable)
+        reports.append(report)
+    return kept, DataReport(reports)
 
 
 def raise_no_usable_series(report: SourceReport, min_past: int, prediction_length: int) -> None:

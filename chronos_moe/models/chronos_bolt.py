@@ -17,13 +17,11 @@ import keras
 from keras import ops
 
 from chronos_moe.config import ChronosBoltConfig
-from chronos_moe.layers.common import invoke, normal_initializer, register
+from chronos_moe.layers.common import invoke, register
 from chronos_moe.layers.feed_forward import FEED_FORWARD_PROJECTIONS
 from chronos_moe.layers.residual_block import ResidualBlock
-from chronos_moe.models.chronos_t5 import format_count
 from chronos_moe.models.quantile_loss import quantile_loss
 from chronos_moe.models.t5_stacks import T5Stacks, checked_feed_forward_layers
-from chronos_moe.validation import positive_int
 
 # The reference's `InstanceNorm(eps=1e-5)`: the scale of a constant series.
 INSTANCE_NORM_EPSILON = 1e-5
@@ -168,14 +166,9 @@ class ChronosBolt(T5Stacks):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (
-            ("d_model", d_model),
-            ("d_kv", d_kv),
-            ("d_ff", d_ff),
-            ("num_layers", num_layers),
-            ("num_heads", num_heads),
-        ):
-            positive_int(name, value)
+        self.check_sizes(
+            d_model=d_model, d_kv=d_kv, d_ff=d_ff, num_layers=num_layers, num_heads=num_heads
+        )
         if (
             not isinstance(feed_forward_proj, str)
             or feed_forward_proj not in FEED_FORWARD_PROJECTIONS
@@ -237,13 +230,7 @@ class ChronosBolt(T5Stacks):
         # The reference's `_init_weights`: shared ~ N(0, factor²); in both
         # residual blocks hidden and residual ~ factor · (2 · patch_size)^-0.5
         # (the patch width, also for the output block), output ~ factor · d_ff^-0.5.
-        self.shared = keras.layers.Embedding(
-            self.vocab_size,
-            self.d_model,
-            embeddings_initializer=normal_initializer(factor),
-            dtype=self.dtype_policy,
-            name="shared",
-        )
+        self._make_shared()
 
         def residual_block(name: str, output_dim: int) -> ResidualBlock:
             return ResidualBlock(
@@ -272,21 +259,12 @@ class ChronosBolt(T5Stacks):
         self.output_patch_embedding.build((None, None, self.d_model))
         self.built = True
 
-    def __repr__(self) -> str:
-        return f"<ChronosBolt {self.name!r}: {self.describe()}>"
-
-    def describe(self) -> str:
-        """What the model is, in one line: size, parameters, patches, forecast
-        lengths, dtype and backend (its `repr`)."""
-        size = self.size_name()
+    def shape_summary(self) -> str:
+        """`describe`'s words for what is Chronos-Bolt's own: patches, quantiles, [REG]."""
         chronos = self.chronos_config
         return (
-            f"{size} ({format_count(self.count_params())} parameters: d_model {self.d_model}, "
-            f"{self.num_layers}+{self.num_decoder_layers} layers, patches of "
-            f"{chronos.input_patch_size}, {self.num_quantiles} quantiles"
-            f"{', [REG]' if chronos.use_reg_token else ''}), "
-            f"context {chronos.context_length}, prediction {chronos.prediction_length}, "
-            f"{self.dtype_policy.name}, backend {keras.backend.backend()}"
+            f"patches of {chronos.input_patch_size}, {self.num_quantiles} quantiles"
+            f"{', [REG]' if chronos.use_reg_token else ''}"
         )
 
     # ---- encoder ---------------------------------------------------------------
@@ -436,19 +414,6 @@ class ChronosBolt(T5Stacks):
     def get_config(self):
         return {
             **super().get_config(),
-            "d_model": self.d_model,
-            "d_kv": self.d_kv,
-            "d_ff": self.d_ff,
-            "num_layers": self.num_layers,
-            "num_decoder_layers": self.num_decoder_layers,
-            "num_heads": self.num_heads,
-            "relative_attention_num_buckets": self.relative_attention_num_buckets,
-            "relative_attention_max_distance": self.relative_attention_max_distance,
-            "dropout_rate": self.dropout_rate,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "feed_forward_proj": self.feed_forward_proj,
-            "decoder_start_token_id": self.decoder_start_token_id,
-            "initializer_factor": self.initializer_factor,
+            **self.stack_config(),
             "chronos_config": self.chronos_config.to_dict(),
-            "feed_forward_layers": self.serialized_feed_forward_layers(),
         }

@@ -20,20 +20,12 @@ from chronos_moe.models.labels import (  # noqa: F401 (IGNORE_INDEX re-exported)
     masked_cross_entropy,
     shift_right,
 )
-from chronos_moe.models.t5_stacks import (  # noqa: F401 (padding_bias re-exported)
+from chronos_moe.models.t5_stacks import (  # noqa: F401 (padding_bias, format_count re-exported)
     T5Stacks,
     checked_feed_forward_layers,
+    format_count,
     padding_bias,
 )
-from chronos_moe.validation import positive_int
-
-
-def format_count(count: int) -> str:
-    """A parameter count for people: `8.39M`, `46.2k`, `120`."""
-    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if count >= limit:
-            return f"{count / limit:.3g}{suffix}"
-    return str(count)
 
 
 def _chronos_config(chronos_config: dict[str, Any] | None, vocab_size: int) -> ChronosConfig:
@@ -129,15 +121,14 @@ class ChronosT5(T5Stacks):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (
-            ("vocab_size", vocab_size),
-            ("d_model", d_model),
-            ("d_kv", d_kv),
-            ("d_ff", d_ff),
-            ("num_layers", num_layers),
-            ("num_heads", num_heads),
-        ):
-            positive_int(name, value)
+        self.check_sizes(
+            vocab_size=vocab_size,
+            d_model=d_model,
+            d_kv=d_kv,
+            d_ff=d_ff,
+            num_layers=num_layers,
+            num_heads=num_heads,
+        )
         num_decoder_layers = num_layers if num_decoder_layers is None else num_decoder_layers
         chronos = _chronos_config(chronos_config, vocab_size)
         self.vocab_size = vocab_size
@@ -169,13 +160,7 @@ class ChronosT5(T5Stacks):
         factor = self.initializer_factor
         # HF `_init_weights`: shared embedding ~ N(0, factor²); relative bias
         # ~ factor · d_model^-0.5; untied lm_head ~ factor · d_model^-0.5.
-        self.shared = keras.layers.Embedding(
-            self.vocab_size,
-            self.d_model,
-            embeddings_initializer=normal_initializer(factor),
-            dtype=self.dtype_policy,
-            name="shared",
-        )
+        self._make_shared()
         self._make_stacks()
         self.lm_head = None
         if not self.tie_word_embeddings:
@@ -196,20 +181,9 @@ class ChronosT5(T5Stacks):
             self.lm_head.build((None, None, self.d_model))
         self.built = True
 
-    def __repr__(self) -> str:
-        return f"<ChronosT5 {self.name!r}: {self.describe()}>"
-
-    def describe(self) -> str:
-        """What the model is, in one line: size, parameters, shape, forecast
-        lengths, dtype and backend (its `repr`)."""
-        size = self.size_name()
-        chronos = self.chronos_config
-        return (
-            f"{size} ({format_count(self.count_params())} parameters: d_model {self.d_model}, "
-            f"{self.num_layers}+{self.num_decoder_layers} layers, {self.vocab_size} tokens), "
-            f"context {chronos.context_length}, prediction {chronos.prediction_length}, "
-            f"{self.dtype_policy.name}, backend {keras.backend.backend()}"
-        )
+    def shape_summary(self) -> str:
+        """`describe`'s words for what is Chronos T5's own: its vocabulary."""
+        return f"{self.vocab_size} tokens"
 
     @classmethod
     def from_preset(cls, size: str, **overrides) -> ChronosT5:
@@ -375,23 +349,10 @@ class ChronosT5(T5Stacks):
     def get_config(self):
         return {
             **super().get_config(),
+            **self.stack_config(),
             "vocab_size": self.vocab_size,
-            "d_model": self.d_model,
-            "d_kv": self.d_kv,
-            "d_ff": self.d_ff,
-            "num_layers": self.num_layers,
-            "num_decoder_layers": self.num_decoder_layers,
-            "num_heads": self.num_heads,
-            "relative_attention_num_buckets": self.relative_attention_num_buckets,
-            "relative_attention_max_distance": self.relative_attention_max_distance,
-            "dropout_rate": self.dropout_rate,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "feed_forward_proj": self.feed_forward_proj,
             "tie_word_embeddings": self.tie_word_embeddings,
-            "decoder_start_token_id": self.decoder_start_token_id,
             "pad_token_id": self.pad_token_id,
             "eos_token_id": self.eos_token_id,
-            "initializer_factor": self.initializer_factor,
             "chronos_config": self.chronos_config.to_dict(),
-            "feed_forward_layers": self.serialized_feed_forward_layers(),
         }

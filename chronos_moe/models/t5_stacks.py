@@ -14,10 +14,36 @@ from keras import ops
 from chronos_moe.config import T5_PRESETS
 from chronos_moe.layers.attention import MASK_BIAS, cast_bias, sum_bias_terms
 from chronos_moe.layers.block import T5Block
-from chronos_moe.layers.common import invoke
+from chronos_moe.layers.common import invoke, normal_initializer
 from chronos_moe.layers.dropout import FastDropout
 from chronos_moe.layers.layer_norm import T5LayerNorm
 from chronos_moe.layers.position_bias import T5RelativePositionBias
+from chronos_moe.validation import positive_int
+
+# The T5 settings that both models take, store and save (transformers' T5Config names).
+STACK_SETTINGS = (
+    "d_model",
+    "d_kv",
+    "d_ff",
+    "num_layers",
+    "num_decoder_layers",
+    "num_heads",
+    "relative_attention_num_buckets",
+    "relative_attention_max_distance",
+    "dropout_rate",
+    "layer_norm_epsilon",
+    "feed_forward_proj",
+    "decoder_start_token_id",
+    "initializer_factor",
+)
+
+
+def format_count(count: int) -> str:
+    """A parameter count for people: `8.39M`, `46.2k`, `120`."""
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if count >= limit:
+            return f"{count / limit:.3g}{suffix}"
+    return str(count)
 
 
 def padding_bias(mask):
@@ -54,6 +80,17 @@ class T5Stacks(keras.Model):
     input of the encoder and the head. Layer names and weights are those
     `ChronosT5` always had, so saved models load unchanged.
     """
+
+    def _make_shared(self) -> None:
+        """`shared`, the token table the decoder reads, ~ N(0, initializer_factor²)
+        (HF and the reference's `_init_weights`)."""
+        self.shared = keras.layers.Embedding(
+            self.vocab_size,
+            self.d_model,
+            embeddings_initializer=normal_initializer(self.initializer_factor),
+            dtype=self.dtype_policy,
+            name="shared",
+        )
 
     def _make_stacks(self) -> None:
         """Both stacks, from the stored settings (the dropout: `_make_dropout`)."""
@@ -110,6 +147,35 @@ class T5Stacks(keras.Model):
             name: keras.saving.serialize_keras_object(layer)
             for name, layer in self.feed_forward_layers.items()
         } or None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}: {self.describe()}>"
+
+    def describe(self) -> str:
+        """What the model is, in one line: size, parameters, shape (its
+        `shape_summary`), forecast lengths, dtype and backend (its `repr`)."""
+        chronos = self.chronos_config
+        return (
+            f"{self.size_name()} ({format_count(self.count_params())} parameters: "
+            f"d_model {self.d_model}, {self.num_layers}+{self.num_decoder_layers} layers, "
+            f"{self.shape_summary()}), "
+            f"context {chronos.context_length}, prediction {chronos.prediction_length}, "
+            f"{self.dtype_policy.name}, backend {keras.backend.backend()}"
+        )
+
+    def stack_config(self) -> dict:
+        """The part of `get_config` both models share: `STACK_SETTINGS` and the
+        serialized `feed_forward_layers`."""
+        return {
+            **{name: getattr(self, name) for name in STACK_SETTINGS},
+            "feed_forward_layers": self.serialized_feed_forward_layers(),
+        }
+
+    @staticmethod
+    def check_sizes(**sizes: int) -> None:
+        """A named error for the first size (`d_model=…`, …) that is not a positive int."""
+        for name, value in sizes.items():
+            positive_int(name, value)
 
     @classmethod
     def from_config(cls, config):

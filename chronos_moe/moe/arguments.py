@@ -27,11 +27,7 @@ def validate_moe_arguments(
     **non_negative: float,
 ) -> None:
     """Every named error of `build_moe_chronos`, raised before any model is built."""
-    if not isinstance(base, (ChronosT5, ChronosBolt)):
-        raise TypeError(
-            "`base` must be a ChronosT5 or ChronosBolt model. "
-            f"Received: base of type {type(base).__name__}"
-        )
+    require_moe_base(base)
     validate_routing(num_experts, top_k)
     validate_balancing(load_balancing_mode, load_balancing_window, bias_update_rate)
     require_non_negative(**non_negative)
@@ -49,3 +45,12 @@ def require_non_negative(**values: float) -> None:
     for name, value in values.items():
         if value < 0:
             raise ValueError(f"`{name}` must be >= 0. Received: {name}={value}")
+
+
+def require_moe_base(base) -> None:
+    """A named error unless `base` is a model experts can be attached to."""
+    if not isinstance(base, (ChronosT5, ChronosBolt)):
+        raise TypeError(
+            "`base` must be a ChronosT5 or ChronosBolt model. "
+            f"Received: base of type {type(base).__name__}"
+        )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from typing import Any
 
 import keras
 from keras import ops
@@ -105,6 +106,20 @@ def update_balance_state(expert_load, selection_bias, shares, window: int, mode:
     expert_load.assign(windowed_load(expert_load, shares, window))
     if "bias" in mode:
         selection_bias.assign(selection_bias_update(selection_bias, shares, rate))
+
+
+def update_router_balance(router: Any, shares: Any) -> None:
+    """`update_balance_state` on a router's own state and settings: its
+    `expert_load`, `selection_bias`, `balance_window`, `balance_mode` and
+    `bias_update_rate` (a `ContextRouter` or a `TokenExperts` layer)."""
+    update_balance_state(
+        router.expert_load,
+        router.selection_bias,
+        shares,
+        router.balance_window,
+        router.balance_mode,
+        router.bias_update_rate,
+    )
 
 
 def masked_mean_rows(values, mask=None):

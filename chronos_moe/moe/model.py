@@ -4,8 +4,6 @@ feed-forward layers of the T5 blocks (`level="token"`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 from keras import ops
 
@@ -81,6 +79,14 @@ class ChronosMoE(keras.Model):
         token level the same four per stack and layer, named
         `encoder_expert_indices` `(layers, batch, enc_len, k)`, …,
         `decoder_router_logits` `(layers, batch, dec_len, N)`.
+
+    Example:
+
+    >>> from chronos_moe import ChronosT5
+    >>> base = ChronosT5.from_preset("tiny", vocab_size=64, num_layers=1)
+    >>> moe = ChronosMoE(base, num_experts=4, top_k=2, level="token")
+    >>> len(moe.token_layers), len(moe.encoder_token_layers)
+    (2, 1)
     """
 
     # The name under which `compute_loss` logs the forecasting loss.
@@ -109,13 +115,13 @@ class ChronosMoE(keras.Model):
         super().__init__(**kwargs)
         validate_moe_arguments(
             base,
-            num_experts,
-            top_k,
-            load_balancing_mode,
-            load_balancing_window,
-            bias_update_rate,
-            level,
-            moe_every,
+            num_experts=num_experts,
+            top_k=top_k,
+            load_balancing_mode=load_balancing_mode,
+            load_balancing_window=load_balancing_window,
+            bias_update_rate=bias_update_rate,
+            level=level,
+            moe_every=moe_every,
             load_balancing_weight=load_balancing_weight,
             router_z_loss_weight=router_z_loss_weight,
             router_jitter_noise=router_jitter_noise,
@@ -149,16 +155,7 @@ class ChronosMoE(keras.Model):
         self.load_balancing_mode = load_balancing_mode
         self.load_balancing_window = int(load_balancing_window)
         self.bias_update_rate = float(bias_update_rate)
-        # In the "bias" mode the balance loss is logged, not trained on.
-        loss_weight = load_balancing_weight if "loss" in load_balancing_mode else 0.0
-        self.regularizer = LoadBalancingRegularizer(
-            num_experts, loss_weight, router_z_loss_weight, name="regularizer"
-        )
-        # The forecasting loss's tracker (`ce_loss`; `quantile_loss` for Chronos-Bolt).
-        self.ce_tracker = keras.metrics.Mean(name=self.forecast_loss_name)
-        self.lb_tracker = keras.metrics.Mean(name="lb_loss")
-        self.z_tracker = keras.metrics.Mean(name="z_loss") if router_z_loss_weight > 0 else None
-        self.utilization = ExpertUtilization(num_experts)
+        self._add_losses()
         self.token_layers = token_expert_layers(base)
         self.router = self.experts = None
         if level == "series":
@@ -169,6 +166,21 @@ class ChronosMoE(keras.Model):
             base.trainable = False
         self.build()
         check_expert_sharding(self)  # under a distribution: expert weights split, all placed
+
+    def _add_losses(self) -> None:
+        """The balance regularizer and the loss trackers, from the stored settings."""
+        # In the "bias" mode the balance loss is logged, not trained on.
+        mode = self.load_balancing_mode
+        loss_weight = self.load_balancing_weight if "loss" in mode else 0.0
+        self.regularizer = LoadBalancingRegularizer(
+            self.num_experts, loss_weight, self.router_z_loss_weight, name="regularizer"
+        )
+        # The forecasting loss's tracker (`ce_loss`; `quantile_loss` for Chronos-Bolt).
+        self.ce_tracker = keras.metrics.Mean(name=self.forecast_loss_name)
+        self.lb_tracker = keras.metrics.Mean(name="lb_loss")
+        z_weight = self.router_z_loss_weight
+        self.z_tracker = keras.metrics.Mean(name="z_loss") if z_weight > 0 else None
+        self.utilization = ExpertUtilization(self.num_experts)
 
     def _router(self) -> ContextRouter:
         """Series level: the router, from the stored settings."""
@@ -297,9 +309,9 @@ class ChronosMoE(keras.Model):
     def token_masks(self, inputs, encoder_length, decoder_length):
         """The tokens the balance statistics count: the attended context
         positions, and the decoder positions whose label is not ignored."""
-        decoder_mask = ops.ones((ops.shape(inputs["attention_mask"])[0], decoder_length), "bool")
         if inputs.get("labels") is not None:
-            decoder_mask = ops.convert_to_tensor(inputs["labels"], "int32") != -100
+            return self.loss_masks(inputs, None)
+        decoder_mask = ops.ones((ops.shape(inputs["attention_mask"])[0], decoder_length), "bool")
         return ops.cast(inputs["attention_mask"], "bool"), decoder_mask
 
     def call(self, inputs, training=False):
@@ -430,110 +442,5 @@ class ChronosMoE(keras.Model):
         return cls(**config)
 
 
-def build_moe_chronos(
-    base: T5Stacks,
-    num_experts: int = 4,
-    top_k: int = 2,
-    load_balancing_weight: float = 0.01,
-    router_hidden_dim: int = 128,
-    expert_hidden_dim: int | None = None,
-    freeze_base: bool = False,
-    router_z_loss_weight: float = 0.0,
-    router_jitter_noise: float = 0.0,
-    expert_init_noise: float = 0.0,
-    seed: int | None = None,
-    router_input_norm: bool = True,
-    load_balancing_mode: str = "loss_and_bias",
-    load_balancing_window: int = 10,
-    bias_update_rate: float = 1e-2,
-    level: str = "series",
-    moe_every: int = 1,
-    shared_expert: bool = True,
-    **kwargs: Any,
-) -> ChronosMoE:
-    """Attaches a routed mixture of experts to a Chronos T5 or Chronos-Bolt model.
-
-    On a `ChronosBolt` the result is a `ChronosBoltMoE`: at the series level
-    its experts are copies of Bolt's output block, mixed at the quantile level
-    (see `QuantileExpertHead`).
-
-    `level="series"` (the default) routes each series to experts that replace
-    the output head; `level="token"` routes each token to experts that replace
-    the feed-forward layer of every `moe_every`-th block, upcycled from it
-    (`TokenExperts.upcycle`: same function at the start).
-
-    The result shares `base`'s encoder and decoder and starts
-    function-preserving: every expert head is a copy of the base output head
-    and every expert's residual block outputs zero, so its forecasts equal the
-    base model's until training moves the weights. `expert_init_noise > 0`
-    adds N(0, (noise · std(head))²) to each expert head to break the symmetry
-    (then the start is no longer exact).
-
-    Args:
-        base: `ChronosT5` or `ChronosBolt`, pretrained or freshly initialised.
-        num_experts, top_k, load_balancing_weight, router_hidden_dim,
-        expert_hidden_dim, freeze_base, router_z_loss_weight,
-        router_jitter_noise, router_input_norm, load_balancing_mode,
-        load_balancing_window, bias_update_rate: see `ChronosMoE`.
-        expert_init_noise: float. Relative scale of the symmetry-breaking noise
-            (series level).
-        seed: int. Seed of that noise.
-        level: str. `"series"` or `"token"`. Defaults to `"series"`.
-        moe_every: int. Token level: experts in blocks 0, `moe_every`, … of
-            each stack. Defaults to `1` (every block).
-        shared_expert: bool. Token level: the dense feed-forward stays as an
-            always-on shared expert. Defaults to `True`.
-
-    Returns:
-        A `ChronosMoE`.
-
-    Example:
-
-    >>> import numpy as np
-    >>> from chronos_moe import ChronosT5
-    >>> base = ChronosT5.from_preset("tiny", vocab_size=64, num_layers=1)
-    >>> moe = build_moe_chronos(base, num_experts=4, top_k=2)
-    >>> batch = {"input_ids": np.full((2, 8), 5), "attention_mask": np.ones((2, 8), bool),
-    ...          "decoder_input_ids": np.zeros((2, 3), "int32")}
-    >>> dense = keras.ops.convert_to_numpy(base(batch))
-    >>> mixed = keras.ops.convert_to_numpy(moe(batch)["logits"])
-    >>> bool(np.abs(dense - mixed).max() < 1e-5)
-    True
-    """
-    validate_moe_arguments(
-        base,
-        num_experts,
-        top_k,
-        load_balancing_mode,
-        load_balancing_window,
-        bias_update_rate,
-        level,
-        moe_every,
-        load_balancing_weight=load_balancing_weight,
-        router_z_loss_weight=router_z_loss_weight,
-        expert_init_noise=expert_init_noise,
-    )
-    from chronos_moe.moe.bolt_model import moe_class  # a subclass: it imports this module
-
-    model = moe_class(base)(
-        base,
-        num_experts=num_experts,
-        top_k=top_k,
-        load_balancing_weight=load_balancing_weight,
-        router_z_loss_weight=router_z_loss_weight,
-        router_hidden_dim=router_hidden_dim,
-        expert_hidden_dim=expert_hidden_dim,
-        router_jitter_noise=router_jitter_noise,
-        freeze_base=freeze_base,
-        router_input_norm=router_input_norm,
-        load_balancing_mode=load_balancing_mode,
-        load_balancing_window=load_balancing_window,
-        bias_update_rate=bias_update_rate,
-        level=level,
-        moe_every=moe_every,
-        shared_expert=shared_expert,
-        **kwargs,
-    )
-    if level == "series":
-        model.upcycle(expert_init_noise, seed)
-    return model
+# `build_moe_chronos` lives beside the classes it picks from (kept importable from here).
+from chronos_moe.moe.build import build_moe_chronos  # noqa: E402, F401

@@ -9,7 +9,7 @@ from keras import ops
 
 from chronos_moe import backend
 from chronos_moe.layers.common import register
-from chronos_moe.moe.balancing import slot_shares, update_balance_state, validate_balancing
+from chronos_moe.moe.balancing import slot_shares, update_router_balance, validate_balancing
 
 
 def masked_mean(states, mask):
@@ -226,14 +226,7 @@ class ContextRouter(keras.layers.Layer):
         """Folds this step's routing into `expert_load` and, when the balance
         mode uses it, moves `selection_bias` towards balance."""
         shares = slot_shares(expert_indices, self.num_experts)  # (N,)
-        update_balance_state(
-            self.expert_load,
-            self.selection_bias,
-            shares,
-            self.balance_window,
-            self.balance_mode,
-            self.bias_update_rate,
-        )
+        update_router_balance(self, shares)
 
     def compute_output_spec(self, encoder_states, attention_mask, training=False):
         batch = encoder_states.shape[0]

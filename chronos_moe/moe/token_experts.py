@@ -14,7 +14,7 @@ from keras import ops
 from chronos_moe import backend
 from chronos_moe.layers.common import invoke, normal_initializer, register
 from chronos_moe.layers.feed_forward import FEED_FORWARD_PROJECTIONS, T5FeedForward
-from chronos_moe.moe.balancing import slot_shares, update_balance_state, validate_balancing
+from chronos_moe.moe.balancing import slot_shares, update_router_balance, validate_balancing
 from chronos_moe.moe.router import select_experts, validate_routing
 
 # The routing decisions of the `TokenExperts` layers called inside
@@ -366,14 +366,7 @@ class TokenExperts(keras.layers.Layer):
         indices = ops.reshape(expert_indices, (-1, self.top_k))
         flat_mask = None if mask is None else ops.reshape(mask, (-1,))
         shares = slot_shares(indices, self.num_experts, flat_mask)
-        update_balance_state(
-            self.expert_load,
-            self.selection_bias,
-            shares,
-            self.balance_window,
-            self.balance_mode,
-            self.bias_update_rate,
-        )
+        update_router_balance(self, shares)
 
     def compute_output_spec(self, hidden_states, training=False):
         return keras.KerasTensor(hidden_states.shape, dtype=self.compute_dtype)

@@ -16,6 +16,11 @@ from chronos_moe import backend
 
 PACKAGE = Path(__file__).resolve().parents[2] / "chronos_moe"
 ACTIVE = importlib.import_module(f"chronos_moe.backend.{keras.config.backend()}")
+# The active backend's modules with docstring examples besides its kernels'.
+ACTIVE_EXAMPLES = [
+    importlib.import_module(f"chronos_moe.backend.{name}")
+    for name in {"jax": ["jax_xla"]}.get(keras.config.backend(), [])
+]
 
 
 def test_both_backends_implement_every_kernel():
@@ -63,7 +68,7 @@ def test_no_backend_branch_outside_the_backend_package():
     assert not found, "\n".join(found)
 
 
-@pytest.mark.parametrize("module", [backend, ACTIVE], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [backend, ACTIVE, *ACTIVE_EXAMPLES], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0

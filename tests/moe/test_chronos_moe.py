@@ -14,6 +14,7 @@ from keras import ops
 
 from chronos_moe import ChronosMoE, ChronosPipeline, build_moe_chronos
 from chronos_moe.models.chronos_t5 import masked_cross_entropy
+from chronos_moe.moe import build as build_module
 from chronos_moe.moe import model as model_module
 from chronos_moe.moe.balancing import load_balancing_loss, router_z_loss
 from tests.moe.helpers import assert_config_round_trip, make_batch, tiny_base, trainable_count
@@ -534,6 +535,7 @@ def test_base_must_be_a_chronos_model(base):
         ChronosMoE(base)
 
 
-def test_docstring_examples_run():
-    result = doctest.testmod(model_module, optionflags=doctest.NORMALIZE_WHITESPACE)
+@pytest.mark.parametrize("module", [model_module, build_module], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
