@@ -303,7 +303,7 @@ def test_the_runner_refuses_bad_process_variables_before_anything_is_written(tmp
 
 
 def test_a_resume_compares_the_mesh_and_process_count_not_the_coordinator():
-    from chronos_moe.training.run import _layout
+    from chronos_moe.training.resume import _layout
 
     before = {"data_parallel": 4, "num_processes": 2, "coordinator_address": ADDRESS}
     moved = {**before, "coordinator_address": "10.0.0.2:1234", "process_id": 0}
