@@ -13,8 +13,9 @@ settings (the persistent compilation cache, XLA:CPU's fusions) are in
 from __future__ import annotations
 
 import functools
-import pickle
+import json
 from collections.abc import Callable, Mapping
+from pathlib import Path, PurePath
 from typing import Any
 
 import jax
@@ -449,12 +450,24 @@ def data_parallel(model: keras.Model) -> None:
     """Nothing to install: `keras.distribution` handles the devices."""
 
 
+def _path_to_json(value: Any) -> dict[str, str]:
+    if isinstance(value, PurePath):
+        return {"__path__": str(value)}
+    raise TypeError(f"Only JSON values and paths go between processes. Received: {value!r}")
+
+
+def _path_from_json(data: dict[str, Any]) -> Any:
+    return Path(data["__path__"]) if set(data) == {"__path__"} else data
+
+
 def _gather_bytes(value: Any) -> list[bytes]:
-    """Every process' pickled `value`, in process order (through one
-    all-gather of padded byte arrays, after one of their lengths)."""
+    """Every process' `value` as JSON bytes (paths included; no pickle, ever),
+    in process order, through one all-gather of padded byte arrays after one
+    of their lengths."""
     from jax.experimental import multihost_utils
 
-    data = np.frombuffer(pickle.dumps(value), dtype=np.uint8)
+    encoded = json.dumps(value, default=_path_to_json).encode()
+    data = np.frombuffer(encoded, dtype=np.uint8)
     sizes = multihost_utils.process_allgather(np.array([data.size], np.int32))
     padded = np.zeros(int(sizes.max()), np.uint8)
     padded[: data.size] = data
@@ -463,17 +476,18 @@ def _gather_bytes(value: Any) -> list[bytes]:
 
 
 def broadcast_object(value: Any) -> Any:
-    """Process 0's `value` (any picklable object), on every process."""
+    """Process 0's `value` (JSON values and paths), on every process."""
     if process_count() == 1:
         return value
-    return pickle.loads(_gather_bytes(value)[0])
+    return json.loads(_gather_bytes(value)[0], object_hook=_path_from_json)
 
 
 def all_objects(value: Any) -> list[Any]:
-    """Every process' `value` (picklable), in process order, on every process."""
+    """Every process' `value` (JSON values and paths), in process order, on
+    every process."""
     if process_count() == 1:
         return [value]
-    return [pickle.loads(data) for data in _gather_bytes(value)]
+    return [json.loads(data, object_hook=_path_from_json) for data in _gather_bytes(value)]
 
 
 def any_process(flag: bool) -> bool:

@@ -156,14 +156,16 @@ def train(
     # and the checkpoint to resume (cheap: JSON and checksums); then read the data
     # (bad data fails before the model is built); then build the model.
     with OutputLock(output) if writes else contextlib.nullcontext():
+        # (as a dict: what goes between processes is JSON on JAX)
         start = on_rank_zero(
-            prepare_output,
+            lambda *arguments: dataclasses.asdict(prepare_output(*arguments)),
             config,
             resume,
             overwrite,
             None if resume_from is None else Path(resume_from),
             verbose and writes,
         )
+        start = Start(**start)
         dataset = build_dataset(config)
         dataset.shard(*processes)
         previous_policy = keras.mixed_precision.global_policy()
