@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -50,6 +51,10 @@ LOSS_TOLERANCE = 1e-5
 WEIGHT_TOLERANCE = 1e-3
 MESH = {"data_parallel": 2, "expert_parallel": 2}
 STEPS = 3
+GLOO_MESSAGE = re.compile(
+    r"\[Gloo\] Rank \d+ is connected to \d+ peer ranks\. "
+    r"Expected number of connected peer ranks is : \d+"
+)
 
 
 def free_port() -> int:
@@ -162,5 +167,6 @@ def test_only_process_zero_writes_and_prints(runs):
     hosts = sorted(p.relative_to(folder / "hosts") for p in (folder / "hosts").rglob("*"))
     assert hosts == single
     assert "2 processes" in stdouts[1] and "Final model" in stdouts[1]
-    # Process 1: no progress, no final line (only gloo's own connection lines).
-    assert [line for line in stdouts[2].splitlines() if not line.startswith("[Gloo]")] == []
+    # Process 1: no progress, no final line, only gloo's own connection messages, which
+    # its threads write unsynchronised (two may share a line, followed by a blank one).
+    assert GLOO_MESSAGE.sub("", stdouts[2]).strip() == ""
