@@ -13,17 +13,26 @@ settings (the persistent compilation cache, XLA:CPU's fusions) are in
 from __future__ import annotations
 
 import functools
-import json
-from collections.abc import Callable, Mapping
-from pathlib import Path, PurePath
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import keras
-import numpy as np
 from keras import ops
 
+from chronos_moe.backend.jax_processes import (  # noqa: F401 (processes, re-exported)
+    all_objects,
+    any_process,
+    barrier,
+    broadcast_object,
+    data_parallel,
+    global_sum,
+    initialize_processes,
+    process_count,
+    process_index,
+    shutdown_processes,
+)
 from chronos_moe.backend.jax_xla import (  # noqa: F401 (XLA's settings, re-exported)
     CACHE_OFF,
     CACHE_VARIABLE,
@@ -398,118 +407,3 @@ def sample_top_k_candidates(*args: Any) -> None:
     """No kernel of its own (`cheap_top_k` is false: decoding samples from the
     whole vocabulary); `generation.sample_top_k`'s `keras.ops` code runs."""
     return None
-
-
-# ---- processes ------------------------------------------------------------------------
-# A JAX run of several processes (hosts) starts with `keras.distribution.initialize`,
-# after which every process sees all devices (`jax.devices()`) and the mesh spans
-# them; each process feeds its own rows of the global batch, and Keras assembles
-# the global array (`jax.make_array_from_process_local_data`). A step sees the
-# global batch, so torch's data-parallel hooks (`torch_ddp.py`) are the identity
-# here; the collectives below carry only small host objects between processes.
-
-
-_joined = False  # whether `initialize_processes` has started JAX's distributed client
-
-
-def initialize_processes(cluster: Mapping[str, Any] | None = None) -> bool:
-    """Joins the processes of a multi-host run (once, before JAX touches a
-    device) when `cluster` (`chronos_moe.validation.cluster_settings`) has
-    `num_processes` > 1. Returns whether this process is one of several."""
-    global _joined
-    if not cluster or cluster["num_processes"] <= 1:
-        return False
-    if _joined:
-        return True
-    # CPU devices of several processes reduce through gloo (set before JAX
-    # starts); GPUs and TPUs use their own collectives, which this leaves alone.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    keras.distribution.initialize(
-        cluster["coordinator_address"], cluster["num_processes"], cluster["process_id"]
-    )
-    _joined = True
-    return True
-
-
-def process_index() -> int:
-    """This process' index among the processes of the run (0 in one process)."""
-    return jax.process_index()
-
-
-def process_count() -> int:
-    """The number of processes training together (1 in one process)."""
-    return jax.process_count()
-
-
-def global_sum(x: Any) -> Any:
-    """`x`: a JAX step sees the global batch (`keras.distribution` splits it)."""
-    return x
-
-
-def data_parallel(model: keras.Model) -> None:
-    """Nothing to install: `keras.distribution` handles the devices."""
-
-
-def _path_to_json(value: Any) -> dict[str, str]:
-    if isinstance(value, PurePath):
-        return {"__path__": str(value)}
-    raise TypeError(f"Only JSON values and paths go between processes. Received: {value!r}")
-
-
-def _path_from_json(data: dict[str, Any]) -> Any:
-    return Path(data["__path__"]) if set(data) == {"__path__"} else data
-
-
-def _gather_bytes(value: Any) -> list[bytes]:
-    """Every process' `value` as JSON bytes (paths included; no pickle, ever),
-    in process order, through one all-gather of padded byte arrays after one
-    of their lengths."""
-    from jax.experimental import multihost_utils
-
-    encoded = json.dumps(value, default=_path_to_json).encode()
-    data = np.frombuffer(encoded, dtype=np.uint8)
-    sizes = multihost_utils.process_allgather(np.array([data.size], np.int32))
-    padded = np.zeros(int(sizes.max()), np.uint8)
-    padded[: data.size] = data
-    gathered = np.asarray(multihost_utils.process_allgather(padded))
-    return [gathered[i, : int(size)].tobytes() for i, size in enumerate(sizes.reshape(-1))]
-
-
-def broadcast_object(value: Any) -> Any:
-    """Process 0's `value` (JSON values and paths), on every process."""
-    if process_count() == 1:
-        return value
-    return json.loads(_gather_bytes(value)[0], object_hook=_path_from_json)
-
-
-def all_objects(value: Any) -> list[Any]:
-    """Every process' `value` (JSON values and paths), in process order, on
-    every process."""
-    if process_count() == 1:
-        return [value]
-    return [json.loads(data, object_hook=_path_from_json) for data in _gather_bytes(value)]
-
-
-def any_process(flag: bool) -> bool:
-    """Whether `flag` is true on any process (`flag` itself in one process)."""
-    if process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
-
-    return bool(np.asarray(multihost_utils.process_allgather(np.array([int(flag)]))).any())
-
-
-def barrier() -> None:
-    """Waits for every process (no-op in one process)."""
-    if process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("chronos-moe barrier")
-
-
-def shutdown_processes() -> None:
-    """Leaves the multi-host run (no-op unless `initialize_processes` joined one)."""
-    global _joined
-    if _joined:
-        jax.distributed.shutdown()
-        _joined = False

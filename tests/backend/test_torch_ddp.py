@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "torch",
-    reason="torch DDP hooks (JAX's process functions are the identity, in backend/jax.py)",
+    reason="torch DDP hooks (JAX: the identity, in backend/jax_processes.py)",
 )
 
 
