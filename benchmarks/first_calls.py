@@ -1,8 +1,9 @@
 """First calls: 20 `predict` calls of random sizes, in a fresh process.
 
 A service forecasts requests of every size. On JAX each new input shape is
-traced and compiled, so chronos-moe pads the batch and the context to a few
-bucket sizes (powers of two) and keeps compiled programs in JAX's persistent
+traced and compiled, so chronos-moe pads the context to a ladder of lengths
+(16, 24, 32, 48, 64, …), splits the batch into powers of two
+(`chronos_moe/shapes.py`) and keeps compiled programs in JAX's persistent
 compilation cache (`CHRONOS_MOE_JAX_CACHE_DIR`), so that a second process
 starts warm. This script measures what a user sees: 20 calls with batch sizes
 drawn from 1–64 and context lengths from 20–512 (the same draws for every
@@ -10,7 +11,7 @@ case), each case in its own process, on a random checkpoint with the shape of
 `amazon/chronos-t5-tiny`.
 
 Cases: torch; JAX as before the buckets and the cache (every call at its own
-shape, cache off: the library's bucketing is patched out in that process);
+shape, cache off: `chronos_moe.shapes` is patched out in that process);
 JAX with the cache off; JAX with an empty cache (the first process ever); JAX
 with the cache the previous case filled (a second process).
 Reported: the first call, the median of the other 19, the total of the 20, and
@@ -65,11 +66,11 @@ def measure(args: argparse.Namespace) -> None:
             torch.manual_seed(seed)
             return pipeline.predict(torch.tensor(context), num_samples=args.num_samples)
     else:
-        import chronos_moe.pipeline
+        import chronos_moe.shapes
         from chronos_moe import ChronosPipeline
 
         if args.no_buckets:  # "before": every request compiled at its own shape
-            chronos_moe.pipeline._bucket = lambda size, cap, smallest=1: size
+            chronos_moe.shapes.static_shapes = lambda: False
         pipeline = ChronosPipeline.from_pretrained(args.checkpoint)
 
         def predict(context, seed):

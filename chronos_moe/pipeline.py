@@ -26,15 +26,9 @@ from chronos_moe.pipeline_inputs import (
     checked_quantile_levels,
     checked_seed,
 )
+from chronos_moe.shapes import batch_chunks, padded_length
 from chronos_moe.tokenizer import MeanScaleUniformBins
 from chronos_moe.validation import positive_int
-
-
-def _bucket(size: int, cap: int, smallest: int = 1) -> int:
-    """The smallest power of two >= `size` (and >= `smallest`), but at most
-    `max(cap, size)`: a few shapes cover all inputs, so compiled functions are
-    reused instead of recompiled for every new length or batch size."""
-    return min(max(smallest, 1 << (size - 1).bit_length()), max(cap, size))
 
 
 class ChronosPipeline(BasePipeline):
@@ -104,20 +98,17 @@ class ChronosPipeline(BasePipeline):
 
     # ---- tokens ---------------------------------------------------------------------
 
-    def _tokenize(self, context: np.ndarray, batch_bucket: int):
-        """Token ids, mask and scale, with the batch and the context length padded
-        to their buckets by all-missing values (masked out: no effect on the
-        real series' results)."""
+    def _tokenize(self, context: np.ndarray):
+        """Token ids, mask and scale, with the context left-padded to its
+        `shapes.padded_length` by masked pad tokens (no effect on the real
+        tokens' results). Returns also the number of columns padded in."""
         token_ids, mask, scale = self.tokenizer.context_input_transform(context)
-        batch, length = token_ids.shape
-        target = _bucket(length - 1, self.config.context_length, smallest=16) + 1
-        pad_rows, pad_cols = batch_bucket - batch, target - length
+        length = token_ids.shape[1]
+        pad_cols = padded_length(length - 1, self.config.context_length, smallest=16) + 1 - length
         token_ids = np.pad(
-            token_ids, ((0, pad_rows), (pad_cols, 0)), constant_values=self.config.pad_token_id
+            token_ids, ((0, 0), (pad_cols, 0)), constant_values=self.config.pad_token_id
         )
-        mask = np.pad(mask, ((0, pad_rows), (pad_cols, 0)))
-        if pad_rows:
-            mask[batch:, -1] = True  # padding rows keep their EOS so that no row is all-masked
+        mask = np.pad(mask, ((0, 0), (pad_cols, 0)))
         return token_ids.astype("int32"), mask, scale, pad_cols
 
     # ---- forecasting -----------------------------------------------------------------
@@ -189,16 +180,15 @@ class ChronosPipeline(BasePipeline):
             samples = np.concatenate(
                 [
                     self._sample_chunk(
-                        context[start : start + batch_size],
+                        context[start:stop],
                         horizon,
                         num_samples,
                         temperature,
                         top_k,
                         top_p,
                         seed + 7919 * round_index + start,
-                        batch_size,
                     )
-                    for start in range(0, context.shape[0], batch_size)
+                    for start, stop in batch_chunks(context.shape[0], batch_size)
                 ]
             )
             chunks.append(samples)
@@ -210,11 +200,8 @@ class ChronosPipeline(BasePipeline):
                 context = np.concatenate([context, median], axis=-1)
         return np.concatenate(chunks, axis=-1).astype(np.float32)
 
-    def _sample_chunk(
-        self, context, horizon, num_samples, temperature, top_k, top_p, seed, batch_size
-    ):
-        batch = context.shape[0]
-        token_ids, mask, scale, _ = self._tokenize(context, _bucket(batch, batch_size))
+    def _sample_chunk(self, context, horizon, num_samples, temperature, top_k, top_p, seed):
+        token_ids, mask, scale, _ = self._tokenize(context)
         use_top_p = top_p < 1.0
         model = self._forecasting_model()
 
@@ -240,7 +227,7 @@ class ChronosPipeline(BasePipeline):
             ops.convert_to_tensor(np.float32(temperature)),
             ops.convert_to_tensor(np.float32(top_p)),
         )
-        tokens = ops.convert_to_numpy(tokens)[:batch]
+        tokens = ops.convert_to_numpy(tokens)
         return self.tokenizer.output_transform(tokens, scale)
 
     def predict_quantiles(
@@ -279,13 +266,12 @@ class ChronosPipeline(BasePipeline):
             the per-series scale `(n_series,)`.
         """
         context = checked_context(context)
-        batch = context.shape[0]
-        token_ids, mask, scale, pad_cols = self._tokenize(context, batch)
+        token_ids, mask, scale, pad_cols = self._tokenize(context)
         function = self._function(("encode",), lambda ids, m: self.model.encode(ids, m))
         states = ops.convert_to_numpy(
             function(ops.convert_to_tensor(token_ids), ops.convert_to_tensor(mask))
         )
-        return states[:batch, pad_cols:].astype(np.float32), scale
+        return states[:, pad_cols:].astype(np.float32), scale
 
     def route(self, context: Any) -> dict[str, np.ndarray]:
         """The experts a `ChronosMoE` model chooses for each series.
@@ -308,10 +294,9 @@ class ChronosPipeline(BasePipeline):
                 f"Received: {type(self.model).__name__}"
             )
         context = checked_context(context)
-        batch = context.shape[0]
-        token_ids, mask, _, _ = self._tokenize(context, batch)
+        token_ids, mask, _, _ = self._tokenize(context)
         if self.model.level == "token":
-            return self._route_tokens(token_ids, mask, batch)
+            return self._route_tokens(token_ids, mask)
 
         def route(ids, attention_mask):
             routing = self.model.route(self.model.encode(ids, attention_mask), attention_mask)
@@ -319,9 +304,9 @@ class ChronosPipeline(BasePipeline):
 
         function = self._function(("route",), route)
         routing = function(ops.convert_to_tensor(token_ids), ops.convert_to_tensor(mask))
-        return {key: ops.convert_to_numpy(value)[:batch] for key, value in routing.items()}
+        return {key: ops.convert_to_numpy(value) for key, value in routing.items()}
 
-    def _route_tokens(self, token_ids, mask, batch: int) -> dict[str, np.ndarray]:
+    def _route_tokens(self, token_ids, mask) -> dict[str, np.ndarray]:
         """`route` for token-level experts (see there)."""
 
         def route(ids, attention_mask):
@@ -330,6 +315,6 @@ class ChronosPipeline(BasePipeline):
 
         function = self._function(("route_tokens",), route)
         indices, probs = function(ops.convert_to_tensor(token_ids), ops.convert_to_tensor(mask))
-        indices = ops.convert_to_numpy(indices)[:, :batch]
-        probs = ops.convert_to_numpy(probs)[:, :batch].astype(np.float64)
-        return series_routes(indices, probs, np.asarray(mask)[:batch], self.model.top_k)
+        indices = ops.convert_to_numpy(indices)
+        probs = ops.convert_to_numpy(probs).astype(np.float64)
+        return series_routes(indices, probs, np.asarray(mask), self.model.top_k)

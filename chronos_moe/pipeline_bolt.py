@@ -20,15 +20,10 @@ from chronos_moe.moe.bolt_model import ChronosBoltMoE
 from chronos_moe.moe.token_experts import series_routes
 from chronos_moe.pipeline_base import BasePipeline
 from chronos_moe.pipeline_inputs import checked_context, checked_quantile_levels, checked_seed
+from chronos_moe.shapes import batch_chunks, padded_length
 from chronos_moe.validation import positive_int
 
 logger = logging.getLogger("chronos_moe.pipeline")
-
-
-def _bucket(size: int, cap: int) -> int:
-    """The smallest power of two >= `size`, but at most `max(cap, size)`: a few
-    shapes cover all inputs, so that JAX compiles once per bucket."""
-    return min(1 << (size - 1).bit_length(), max(cap, size))
 
 
 class ChronosBoltPipeline(BasePipeline):
@@ -102,9 +97,9 @@ class ChronosBoltPipeline(BasePipeline):
 
     # ---- the model on one batch ------------------------------------------------------
 
-    def _padded(self, context: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
-        """`context` (truncated to the model's length) left-padded with NaN to a
-        bucket of whole patches, and its rows to a bucket of `batch_size`.
+    def _padded(self, context: np.ndarray) -> tuple[np.ndarray, int]:
+        """`context` (truncated to the model's length) left-padded with NaN to
+        the `shapes.padded_length` of its number of whole patches.
 
         Whole missing patches change nothing: they are masked out of attention
         and out of the series' mean and scale. (With overlapping patches,
@@ -116,15 +111,13 @@ class ChronosBoltPipeline(BasePipeline):
         """
         rows, length = context.shape
         size = self.config.input_patch_size
-        padded_length, extra = length, 0
+        width, extra = length, 0
         if self.config.input_patch_stride == size:
             count = -(-length // size)
-            bucket = _bucket(count, -(-self.config.context_length // size))
-            padded_length, extra = bucket * size, bucket - count
-        # Padding rows are observed zeros (an all-missing row is all masked).
-        padded = np.zeros((_bucket(rows, batch_size), padded_length), np.float32)
-        padded[:rows] = np.nan
-        padded[:rows, padded_length - length :] = context
+            patches = padded_length(count, -(-self.config.context_length // size))
+            width, extra = patches * size, patches - count
+        padded = np.full((rows, width), np.nan, np.float32)
+        padded[:, width - length :] = context
         return padded, extra
 
     def _forecast(self, context: np.ndarray, batch_size: int) -> np.ndarray:
@@ -139,11 +132,9 @@ class ChronosBoltPipeline(BasePipeline):
 
         function = self._function("forecast", forecast, model)
         outputs = []
-        for start in range(0, len(context), batch_size):
-            chunk = context[start : start + batch_size]
-            padded, _ = self._padded(chunk, batch_size)
-            forecast = function(ops.convert_to_tensor(padded))
-            outputs.append(ops.convert_to_numpy(forecast)[: len(chunk)])
+        for start, stop in batch_chunks(len(context), batch_size):
+            padded, _ = self._padded(context[start:stop])
+            outputs.append(ops.convert_to_numpy(function(ops.convert_to_tensor(padded))))
         return np.concatenate(outputs).astype(np.float32)
 
     # ---- forecasting -----------------------------------------------------------------
@@ -268,8 +259,7 @@ class ChronosBoltPipeline(BasePipeline):
             and each series' mean and standard deviation `(n_series,)`.
         """
         context = checked_context(context)[:, -self.config.context_length :]
-        batch = context.shape[0]
-        padded, extra = self._padded(context, batch)
+        padded, extra = self._padded(context)
         model = self._forecasting_model()
 
         def encode(values):
@@ -278,9 +268,9 @@ class ChronosBoltPipeline(BasePipeline):
             return states, loc, scale
 
         states, loc, scale = self._function("encode", encode, model)(ops.convert_to_tensor(padded))
-        states = ops.convert_to_numpy(states)[:batch, extra:]
-        loc = ops.convert_to_numpy(loc)[:batch, 0]
-        scale = ops.convert_to_numpy(scale)[:batch, 0]
+        states = ops.convert_to_numpy(states)[:, extra:]
+        loc = ops.convert_to_numpy(loc)[:, 0]
+        scale = ops.convert_to_numpy(scale)[:, 0]
         return states.astype(np.float32), (loc.astype(np.float32), scale.astype(np.float32))
 
     def route(self, context: Any) -> dict[str, np.ndarray]:
@@ -299,8 +289,7 @@ class ChronosBoltPipeline(BasePipeline):
                 f"Received: {type(model).__name__}"
             )
         context = checked_context(context)[:, -self.config.context_length :]
-        batch = context.shape[0]
-        padded, _ = self._padded(context, batch)
+        padded, _ = self._padded(context)
         values = ops.convert_to_tensor(padded)
         if model.level == "token":
 
@@ -315,9 +304,9 @@ class ChronosBoltPipeline(BasePipeline):
 
             indices, probs, mask = self._function("route_tokens", route_tokens, model)(values)
             return series_routes(
-                ops.convert_to_numpy(indices)[:, :batch],
-                ops.convert_to_numpy(probs)[:, :batch].astype(np.float64),
-                ops.convert_to_numpy(mask)[:batch],
+                ops.convert_to_numpy(indices),
+                ops.convert_to_numpy(probs).astype(np.float64),
+                ops.convert_to_numpy(mask),
                 model.top_k,
             )
 
@@ -327,4 +316,4 @@ class ChronosBoltPipeline(BasePipeline):
             return {key: routing[key] for key in ("expert_indices", "gates", "router_probs")}
 
         routing = self._function("route", route, model)(values)
-        return {key: ops.convert_to_numpy(value)[:batch] for key, value in routing.items()}
+        return {key: ops.convert_to_numpy(value) for key, value in routing.items()}

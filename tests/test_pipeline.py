@@ -105,6 +105,15 @@ def test_greedy_two_dimensional_array(pipelines):
     assert_greedy_equal(pipelines, context, num_samples=1)
 
 
+def test_greedy_forecasts_in_chunks_equal_the_reference(pipelines):
+    """Seven series with batch_size=4: chunks of 4 and 3 on torch, 4 + 2 + 1 on JAX."""
+    ours, reference = pipelines
+    context = [series(8 + 3 * i, 30 + i, nans=[i]) for i in range(7)]
+    expected = reference.predict(as_reference_input(context), top_k=1, num_samples=1).numpy()
+    actual = ours.predict(context, top_k=1, num_samples=1, seed=0, batch_size=4)
+    np.testing.assert_array_equal(actual, expected)
+
+
 def test_greedy_context_longer_than_the_model_context(pipelines):
     long = series(3 * CONTEXT_LENGTH + 5, 7)
     forecast = assert_greedy_equal(pipelines, long, num_samples=1)
