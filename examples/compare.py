@@ -5,7 +5,7 @@ generated demo data with the same seed and number of steps, then writes a
 report: training curves, validation cross-entropy, seconds per step and the
 experts' shares of the validation series.
 
-    python examples/compare.py --quick   # 10 steps each on a short context, under a minute
+    python examples/compare.py --quick   # 10 steps each, short context, 48 series: a minute
     python examples/compare.py           # what `chronos-moe compare --quick` runs
 
 The command-line equivalent is `chronos-moe compare [--quick] --output-dir DIR`.
@@ -44,7 +44,10 @@ if args.quick:
         n_tokens=512, context_length=64, prediction_length=8, min_past=16,
         max_steps=10, save_steps=10, log_steps=5, per_device_train_batch_size=8,
     )  # fmt: skip
-train_path, test_path = make_demo_data(args.output_dir / "data", overrides["prediction_length"])
+num_series = 48 if args.quick else 200  # --quick: fewer series to score
+train_path, test_path = make_demo_data(
+    args.output_dir / "data", overrides["prediction_length"], num_series=num_series
+)
 overrides.update(
     training_data_paths=[str(train_path)],
     probability=[1.0],
