@@ -2,6 +2,7 @@
 `tests.checkpoint_factory` import by name)."""
 
 import importlib.util
+import os
 
 if importlib.util.find_spec("torch") is not None:
     import torch
@@ -11,3 +12,6 @@ if importlib.util.find_spec("torch") is not None:
     # matmul on a busy 2-core machine against 0.02 ms with one thread. This holds
     # for the reference transformers models and Keras' torch backend alike.
     torch.set_num_threads(1)
+    # The same for every process a test starts (a training run, an example, the
+    # newcomer's commands): they inherit the variable and start with one thread.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
