@@ -4,9 +4,9 @@ chunks.
 JAX compiles one program per input shape, so forecasting requests of every size
 would each pay a compilation. On JAX the pipelines therefore:
 
-* pad a context's length (in tokens or patches) up to the next value of the
-  ladder `smallest · {1, 1.5} · 2^k` (16, 24, 32, 48, 64, 96, …): at most a
-  third of the length is padding, and 512 tokens need 11 programs;
+* pad a context's length (in tokens or patches) up to the next power of two
+  or three quarters of one (16, 24, 32, 48, 64, 96, …): at most a third of
+  the padded length is padding, and 512 tokens need 11 programs;
 * split a batch into chunks of `batch_size` and the remainder into powers of
   two (37 series with `batch_size=64`: 32 + 4 + 1), so that no row is padding
   and at most `log2(batch_size) + 2` batch shapes exist.
@@ -36,15 +36,14 @@ def static_shapes() -> bool:
 
 def padded_length(length: int, cap: int, smallest: int = 1) -> int:
     """The length `length` is padded to: on JAX the smallest value >= `length`
-    of the ladder `smallest · {1, 1.5} · 2^k`, but at most `max(cap, length)`;
-    on torch `length` itself."""
+    of the ladder 1, 2, 3, 4, 6, 8, 12, 16, 24, … (powers of two and three
+    quarters of them), at least `smallest` (a power of two) and at most
+    `max(cap, length)`; on torch `length` itself."""
     if not static_shapes():
         return length
-    size = max(smallest, 1)
-    while size < length:
-        larger = size * 3 // 2 if (size & (size - 1)) == 0 and size >= 2 else size * 4 // 3
-        size = larger if larger > size else size + 1
-    return min(size, max(cap, length))
+    power = 1 << (length - 1).bit_length()  # the smallest power of two >= length
+    size = power * 3 // 4 if power >= 4 and power * 3 // 4 >= length else power
+    return min(max(size, smallest), max(cap, length))
 
 
 def batch_chunks(rows: int, batch_size: int) -> list[tuple[int, int]]:
