@@ -185,6 +185,19 @@ def train(
             keras.mixed_precision.set_global_policy(previous_policy)
 
 
+def _banner(config: TrainingConfig, step: int) -> str:
+    """The line a verbose run starts with: backend, device, mesh, processes."""
+    info = backend.backend_info()
+    mesh = config.mesh_shape
+    processes = backend.process_count()
+    return (
+        f"chronos-moe train: backend {info['backend']} on {info['device']}"
+        + (f", mesh data {mesh[0]} × expert {mesh[1]}" if mesh else "")
+        + (f", {processes} processes" if processes > 1 else "")
+        + (f", resuming at step {step}" if step else "")
+    )
+
+
 def _run(
     config: TrainingConfig,
     dataset: Any,
@@ -226,15 +239,7 @@ def _run(
             report = json.dumps(dataset.report.to_dict())
             write_text_atomically(output / "data_report.json", report)
         if verbose:
-            info = backend.backend_info()
-            mesh = config.mesh_shape
-            processes = backend.process_count()
-            print(
-                f"chronos-moe train: backend {info['backend']} on {info['device']}"
-                + (f", mesh data {mesh[0]} × expert {mesh[1]}" if mesh else "")
-                + (f", {processes} processes" if processes > 1 else "")
-                + (f", resuming at step {run.step}" if run.step else "")
-            )
+            print(_banner(config, run.step))
         if run.step < config.max_steps:
             steps = config.max_steps - run.step
             model.fit(
