@@ -13,6 +13,7 @@ settings (the persistent compilation cache, XLA:CPU's fusions) are in
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,7 @@ from chronos_moe.backend.jax_xla import (  # noqa: F401 (XLA's settings, re-expo
     YNN_FUSION_FLAG,
     compilation_cache_directory,
     cpu_fusion_flags,
+    inference_compiler_options,
     use_cpu_fusion_flags,
     use_persistent_compilation_cache,
 )
@@ -90,13 +92,15 @@ def compile_stateless(model: keras.Layer, fn: Callable[..., Any]) -> Callable[..
     of ``model``, `jax.jit`-compiled with the variable values passed as
     arguments (so new weights never trigger a recompile and are never baked in
     as constants); the returned callable reads the current values at each
-    call."""
+    call. On a CPU the program gets the forecasting YNNPACK fusions
+    (`jax_xla.inference_compiler_options`)."""
 
     def pure(values, *args):
         with keras.StatelessScope(state_mapping=list(zip(model.variables, values, strict=True))):
             return fn(*args)
 
-    jitted = jax.jit(pure)
+    options = inference_compiler_options(os.environ.get("XLA_FLAGS", ""), jax.default_backend())
+    jitted = jax.jit(pure, compiler_options=options)
     return lambda *args: jitted([v.value for v in model.variables], *args)
 
 

@@ -76,6 +76,7 @@ YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 # XLA aborts the process on a flag it does not know: set it only for the
 # jaxlib versions it was tested with.
 YNN_FLAG_VERSIONS = ((0, 10), (0, 11))
+TRAINING_FUSION_FLAG = f"{YNN_FUSION_FLAG}=-eltwise,-reduce"
 
 
 def cpu_fusion_flags(environ: Mapping[str, str], jaxlib_version: str) -> str | None:
@@ -112,7 +113,40 @@ def cpu_fusion_flags(environ: Mapping[str, str], jaxlib_version: str) -> str | N
     low, high = YNN_FLAG_VERSIONS
     if not low <= version < high:
         return None
-    return f"{flags} {YNN_FUSION_FLAG}=-eltwise,-reduce".strip()
+    return f"{flags} {TRAINING_FUSION_FLAG}".strip()
+
+
+# The forecasting programs (`compile_stateless`) are compiled with their own
+# YNNPACK fusion set: products, reductions and single products in YNNPACK,
+# elementwise work left to XLA. Measured on the 32-series forecast
+# (`benchmarks/RESULTS.md`, "The redesign, before and after"): 9.4–9.7 s per
+# call against 11.4–13.6 s with the training flag above, which the process
+# carries (XLA_FLAGS is read once per process, a `jax.jit` option per program).
+INFERENCE_FUSIONS = ",".join(
+    f"LIBRARY_FUSION_TYPE_{kind}"
+    for kind in ("DOT", "REDUCE", "INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION")
+)
+
+
+def inference_compiler_options(xla_flags: str, platform: str) -> dict[str, str] | None:
+    """The `jax.jit(compiler_options=...)` of the forecasting programs: on a
+    CPU whose process carries `cpu_fusion_flags`' flag, the YNNPACK fusion set
+    `INFERENCE_FUSIONS`; else `None` (the process' own flags, e.g. a YNNPACK
+    setting of the user's, stay in force).
+
+    Example:
+
+    >>> options = inference_compiler_options(TRAINING_FUSION_FLAG, "cpu")
+    >>> options["xla_cpu_experimental_ynn_fusion_type"] == INFERENCE_FUSIONS
+    True
+    >>> inference_compiler_options(TRAINING_FUSION_FLAG, "gpu") is None
+    True
+    >>> inference_compiler_options("", "cpu") is None
+    True
+    """
+    if platform != "cpu" or TRAINING_FUSION_FLAG not in xla_flags.split():
+        return None
+    return {YNN_FUSION_FLAG.removeprefix("--"): INFERENCE_FUSIONS}
 
 
 def use_cpu_fusion_flags() -> None:
