@@ -118,10 +118,11 @@ def cpu_fusion_flags(environ: Mapping[str, str], jaxlib_version: str) -> str | N
 
 # The forecasting programs (`compile_stateless`) are compiled with their own
 # YNNPACK fusion set: products, reductions and single products in YNNPACK,
-# elementwise work left to XLA. Measured on the 32-series forecast
-# (`benchmarks/RESULTS.md`, "The redesign, before and after"): 9.4–9.7 s per
-# call against 11.4–13.6 s with the training flag above, which the process
-# carries (XLA_FLAGS is read once per process, a `jax.jit` option per program).
+# elementwise work left to XLA. Measured on the 32-series forecast, both
+# programs in one process called alternately (`benchmarks/RESULTS.md`, "The
+# redesign, before and after"): 0.81–1.04× (median 0.94×, 5 rounds) the time
+# with the training flag above, which the process carries (XLA_FLAGS is read
+# once per process, a `jax.jit` option per program).
 INFERENCE_FUSIONS = ",".join(
     f"LIBRARY_FUSION_TYPE_{kind}"
     for kind in ("DOT", "REDUCE", "INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION")
