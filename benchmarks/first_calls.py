@@ -2,8 +2,8 @@
 
 A service forecasts requests of every size. On JAX each new input shape is
 traced and compiled, so chronos-moe pads the context to a ladder of lengths
-(16, 24, 32, 48, 64, …), splits the batch into powers of two
-(`chronos_moe/shapes.py`) and keeps compiled programs in JAX's persistent
+(16, 24, 32, 48, 64, …), cuts the batch into chunks whose row counts lie
+on a ladder too (`chronos_moe/shapes.py`) and keeps compiled programs in JAX's persistent
 compilation cache (`CHRONOS_MOE_JAX_CACHE_DIR`), so that a second process
 starts warm. This script measures what a user sees, each case in its own
 process, on a random checkpoint with the shape of `amazon/chronos-t5-tiny`,

@@ -26,7 +26,7 @@ from chronos_moe.pipeline_inputs import (
     checked_quantile_levels,
     checked_seed,
 )
-from chronos_moe.shapes import batch_chunks, padded_length
+from chronos_moe.shapes import batch_chunks, padded_length, padded_rows
 from chronos_moe.tokenizer import MeanScaleUniformBins
 from chronos_moe.validation import positive_int
 
@@ -180,15 +180,15 @@ class ChronosPipeline(BasePipeline):
             samples = np.concatenate(
                 [
                     self._sample_chunk(
-                        context[start:stop],
+                        padded_rows(context[start:stop], rows),
                         horizon,
                         num_samples,
                         temperature,
                         top_k,
                         top_p,
                         seed + 7919 * round_index + start,
-                    )
-                    for start, stop in batch_chunks(context.shape[0], batch_size)
+                    )[: stop - start]
+                    for start, stop, rows in batch_chunks(context.shape[0], batch_size)
                 ]
             )
             chunks.append(samples)

@@ -20,7 +20,7 @@ from chronos_moe.moe.bolt_model import ChronosBoltMoE
 from chronos_moe.moe.token_experts import series_routes
 from chronos_moe.pipeline_base import BasePipeline
 from chronos_moe.pipeline_inputs import checked_context, checked_quantile_levels, checked_seed
-from chronos_moe.shapes import batch_chunks, padded_length
+from chronos_moe.shapes import batch_chunks, padded_length, padded_rows
 from chronos_moe.validation import positive_int
 
 logger = logging.getLogger("chronos_moe.pipeline")
@@ -132,9 +132,10 @@ class ChronosBoltPipeline(BasePipeline):
 
         function = self._function("forecast", forecast, model)
         outputs = []
-        for start, stop in batch_chunks(len(context), batch_size):
-            padded, _ = self._padded(context[start:stop])
-            outputs.append(ops.convert_to_numpy(function(ops.convert_to_tensor(padded))))
+        for start, stop, rows in batch_chunks(len(context), batch_size):
+            padded, _ = self._padded(padded_rows(context[start:stop], rows))
+            forecast = ops.convert_to_numpy(function(ops.convert_to_tensor(padded)))
+            outputs.append(forecast[: stop - start])
         return np.concatenate(outputs).astype(np.float32)
 
     # ---- forecasting -----------------------------------------------------------------

@@ -190,31 +190,40 @@ class ChronosDataset(keras.utils.PyDataset):
         if not allow_inf:
             check_finite(self.sources)
         self._lock = threading.RLock()
-        if mode == "train":
-            self._windows = TrainingWindows(
-                self.sources,
-                context_length=self.context_length,
-                prediction_length=self.prediction_length,
-                min_past=min_past,
-                max_missing_prop=max_missing_prop,
-                probability=probability,
-                shuffle_buffer_length=shuffle_buffer_length,
-                drop_prob=0.2 if drop_prob is None else drop_prob,
-                seed=seed,
-            )
-            self._reset_stream(0, self._windows.get_state())
-        else:
-            self._windows = ValidationWindows(
-                self.sources,
-                context_length=self.context_length,
-                prediction_length=self.prediction_length,
-                min_past=min_past,
-                max_missing_prop=max_missing_prop,
-            )
+        self._windows = self._make_windows(
+            min_past, max_missing_prop, probability, shuffle_buffer_length, drop_prob
+        )
         self._settings = self._describe(
             min_past, max_missing_prop, probability, shuffle_buffer_length
         )
         self.process_index, self.process_count = 0, 1
+
+    def _make_windows(
+        self, min_past, max_missing_prop, probability, shuffle_buffer_length, drop_prob
+    ) -> TrainingWindows | ValidationWindows:
+        """The window sampler of `mode`: random training windows (their stream
+        started at step 0) or every series' last window for validation."""
+        if self.mode != "train":
+            return ValidationWindows(
+                self.sources,
+                context_length=self.context_length,
+                prediction_length=self.prediction_length,
+                min_past=min_past,
+                max_missing_prop=max_missing_prop,
+            )
+        windows = TrainingWindows(
+            self.sources,
+            context_length=self.context_length,
+            prediction_length=self.prediction_length,
+            min_past=min_past,
+            max_missing_prop=max_missing_prop,
+            probability=probability,
+            shuffle_buffer_length=shuffle_buffer_length,
+            drop_prob=0.2 if drop_prob is None else drop_prob,
+            seed=self.seed,
+        )
+        self._reset_stream(0, windows.get_state())
+        return windows
 
     def shard(self, process_index: int, process_count: int) -> None:
         """Makes each training batch this process' rows of the global batch.

@@ -16,9 +16,10 @@ import keras
 from keras import ops
 
 from chronos_moe import backend
-from chronos_moe.layers.common import invoke, normal_initializer, positive_int, register
+from chronos_moe.layers.common import invoke, normal_initializer, register
 from chronos_moe.layers.dense import T5Dense
 from chronos_moe.layers.dropout import FastDropout
+from chronos_moe.validation import positive_int
 
 # A large negative additive bias for masked attention positions. Like
 # transformers we use the float32 minimum: exp(min - max) is exactly 0.
@@ -111,7 +112,7 @@ class T5Attention(keras.layers.Layer):
         self.key_value_dim = key_value_dim
         self.dropout_rate = dropout_rate
         self.initializer_factor = initializer_factor
-        self.hidden_dim = positive_int(hidden_dim, "hidden_dim")
+        self.hidden_dim = positive_int("hidden_dim", hidden_dim)
         # Draws the attention dropout on JAX (its seed generator's state is
         # one of the layer's variables).
         self.dropout = FastDropout(dropout_rate, dtype=self.dtype_policy)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import keras
 
 from chronos_moe.layers.attention import T5Attention
-from chronos_moe.layers.common import invoke, positive_int, register
+from chronos_moe.layers.common import invoke, register
 from chronos_moe.layers.dropout import FastDropout
 from chronos_moe.layers.feed_forward import T5FeedForward
 from chronos_moe.layers.layer_norm import T5LayerNorm
+from chronos_moe.validation import positive_int
 
 
 @register
@@ -75,7 +76,7 @@ class T5Block(keras.layers.Layer):
         self.dropout_rate = dropout_rate
         self.layer_norm_epsilon = layer_norm_epsilon
         self.initializer_factor = initializer_factor
-        self.hidden_dim = positive_int(hidden_dim, "hidden_dim")
+        self.hidden_dim = positive_int("hidden_dim", hidden_dim)
 
         def norm(name):
             return T5LayerNorm(layer_norm_epsilon, dtype=self.dtype_policy, name=name)

@@ -17,15 +17,6 @@ def normal_initializer(stddev: float) -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(mean=0.0, stddev=stddev)
 
 
-def positive_int(value, name: str) -> int:
-    """``value`` if it is a positive int, else a `ValueError` naming ``name``
-    (e.g. a layer's `hidden_dim`, needed in `__init__` to create its
-    sublayers)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return value
-
-
 def sublayers(layer: keras.Layer) -> list[keras.Layer]:
     """Every layer nested in ``layer``, at any depth, without ``layer`` itself.
 

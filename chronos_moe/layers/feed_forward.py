@@ -5,11 +5,29 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from chronos_moe.layers.common import invoke, normal_initializer, positive_int, register
+from chronos_moe.layers.common import invoke, normal_initializer, register
 from chronos_moe.layers.dense import T5Dense
 from chronos_moe.layers.dropout import FastDropout
+from chronos_moe.validation import positive_int
 
 FEED_FORWARD_PROJECTIONS = ("relu", "gated-relu", "gelu", "gated-gelu")
+
+
+def activation(feed_forward_proj: str, x):
+    """The activation of `feed_forward_proj`: relu, or gelu (the tanh
+    approximation for the gated one, as transformers' `gelu_new`)."""
+    if feed_forward_proj.endswith("relu"):
+        return ops.relu(x)
+    return ops.gelu(x, approximate=feed_forward_proj.startswith("gated-"))
+
+
+def check_feed_forward_proj(feed_forward_proj: str) -> None:
+    """A named error unless `feed_forward_proj` is one of `FEED_FORWARD_PROJECTIONS`."""
+    if not isinstance(feed_forward_proj, str) or feed_forward_proj not in FEED_FORWARD_PROJECTIONS:
+        raise ValueError(
+            f"`feed_forward_proj` must be one of {FEED_FORWARD_PROJECTIONS}. "
+            f"Received: feed_forward_proj={feed_forward_proj!r}"
+        )
 
 
 @register
@@ -43,16 +61,12 @@ class T5FeedForward(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if feed_forward_proj not in FEED_FORWARD_PROJECTIONS:
-            raise ValueError(
-                f"`feed_forward_proj` must be one of {FEED_FORWARD_PROJECTIONS}. "
-                f"Received: feed_forward_proj={feed_forward_proj!r}"
-            )
+        check_feed_forward_proj(feed_forward_proj)
         self.intermediate_dim = intermediate_dim
         self.feed_forward_proj = feed_forward_proj
         self.dropout_rate = dropout_rate
         self.initializer_factor = initializer_factor
-        self.hidden_dim = positive_int(hidden_dim, "hidden_dim")
+        self.hidden_dim = positive_int("hidden_dim", hidden_dim)
         self.is_gated = feed_forward_proj.startswith("gated-")
         self.dropout = FastDropout(dropout_rate, dtype=self.dtype_policy)
 
@@ -79,9 +93,7 @@ class T5FeedForward(keras.layers.Layer):
         self.wo.build((None, None, self.intermediate_dim))
 
     def activation(self, x):
-        if self.feed_forward_proj.endswith("relu"):
-            return ops.relu(x)
-        return ops.gelu(x, approximate=self.is_gated)
+        return activation(self.feed_forward_proj, x)
 
     def call(self, inputs, training=False):
         if self.is_gated:

@@ -7,9 +7,10 @@ from typing import Any
 import keras
 from keras import ops
 
-from chronos_moe.layers.common import invoke, normal_initializer, positive_int, register
+from chronos_moe.layers.common import invoke, normal_initializer, register
 from chronos_moe.layers.dropout import FastDropout
 from chronos_moe.layers.layer_norm import T5LayerNorm
+from chronos_moe.validation import positive_int
 
 # transformers' `ACT2FN` names (T5Config's `dense_act_fn`) -> the keras.ops function.
 ACTIVATIONS = {
@@ -83,8 +84,8 @@ class ResidualBlock(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         checked_activation(activation)
-        self.intermediate_dim = positive_int(intermediate_dim, "intermediate_dim")
-        self.output_dim = positive_int(output_dim, "output_dim")
+        self.intermediate_dim = positive_int("intermediate_dim", intermediate_dim)
+        self.output_dim = positive_int("output_dim", output_dim)
         self.activation = activation
         self.dropout_rate = dropout_rate
         self.use_layer_norm = use_layer_norm

@@ -10,7 +10,6 @@ every step of the horizon at once.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
@@ -18,7 +17,6 @@ from keras import ops
 
 from chronos_moe.config import ChronosBoltConfig
 from chronos_moe.layers.common import invoke, register
-from chronos_moe.layers.feed_forward import FEED_FORWARD_PROJECTIONS
 from chronos_moe.layers.residual_block import ResidualBlock
 from chronos_moe.models.quantile_loss import quantile_loss
 from chronos_moe.models.t5_stacks import T5Stacks, checked_feed_forward_layers
@@ -166,27 +164,7 @@ class ChronosBolt(T5Stacks):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.check_sizes(
-            d_model=d_model, d_kv=d_kv, d_ff=d_ff, num_layers=num_layers, num_heads=num_heads
-        )
-        if (
-            not isinstance(feed_forward_proj, str)
-            or feed_forward_proj not in FEED_FORWARD_PROJECTIONS
-        ):
-            raise ValueError(
-                f"`feed_forward_proj` must be one of {FEED_FORWARD_PROJECTIONS}. "
-                f"Received: feed_forward_proj={feed_forward_proj!r}"
-            )
-        if (
-            isinstance(initializer_factor, bool)
-            or not isinstance(initializer_factor, (int, float))
-            or not math.isfinite(initializer_factor)
-            or initializer_factor < 0
-        ):
-            raise ValueError(
-                "`initializer_factor` must be a finite number >= 0. "
-                f"Received: initializer_factor={initializer_factor!r}"
-            )
+        self.store_settings(locals())  # the STACK_SETTINGS among the arguments
         self.chronos_config = ChronosBoltConfig.from_dict(chronos_config or {})
         self.vocab_size = 2 if self.chronos_config.use_reg_token else 1
         if not 0 <= decoder_start_token_id < self.vocab_size:
@@ -194,19 +172,6 @@ class ChronosBolt(T5Stacks):
                 f"`decoder_start_token_id` must be a token id in [0, {self.vocab_size}). "
                 f"Received: decoder_start_token_id={decoder_start_token_id}"
             )
-        self.d_model = d_model
-        self.d_kv = d_kv
-        self.d_ff = d_ff
-        self.num_layers = num_layers
-        self.num_decoder_layers = num_layers if num_decoder_layers is None else num_decoder_layers
-        self.num_heads = num_heads
-        self.relative_attention_num_buckets = relative_attention_num_buckets
-        self.relative_attention_max_distance = relative_attention_max_distance
-        self.dropout_rate = dropout_rate
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.feed_forward_proj = feed_forward_proj
-        self.decoder_start_token_id = decoder_start_token_id
-        self.initializer_factor = initializer_factor
         self.reg_token_id = 1  # the reference's `config.reg_token_id`
         self.feed_forward_layers = checked_feed_forward_layers(
             feed_forward_layers, self.num_layers, self.num_decoder_layers

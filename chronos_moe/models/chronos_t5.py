@@ -121,36 +121,15 @@ class ChronosT5(T5Stacks):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.check_sizes(
-            vocab_size=vocab_size,
-            d_model=d_model,
-            d_kv=d_kv,
-            d_ff=d_ff,
-            num_layers=num_layers,
-            num_heads=num_heads,
-        )
-        num_decoder_layers = num_layers if num_decoder_layers is None else num_decoder_layers
-        chronos = _chronos_config(chronos_config, vocab_size)
+        self.check_sizes(vocab_size=vocab_size)
+        self.store_settings(locals())  # the STACK_SETTINGS among the arguments
+        self.chronos_config = _chronos_config(chronos_config, vocab_size)
         self.vocab_size = vocab_size
-        self.d_model = d_model
-        self.d_kv = d_kv
-        self.d_ff = d_ff
-        self.num_layers = num_layers
-        self.num_decoder_layers = num_decoder_layers
-        self.num_heads = num_heads
-        self.relative_attention_num_buckets = relative_attention_num_buckets
-        self.relative_attention_max_distance = relative_attention_max_distance
-        self.dropout_rate = dropout_rate
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.feed_forward_proj = feed_forward_proj
         self.tie_word_embeddings = tie_word_embeddings
-        self.decoder_start_token_id = decoder_start_token_id
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
-        self.initializer_factor = initializer_factor
-        self.chronos_config = chronos
         self.feed_forward_layers = checked_feed_forward_layers(
-            feed_forward_layers, num_layers, num_decoder_layers
+            feed_forward_layers, num_layers, self.num_decoder_layers
         )
         self._make_layers()
         self.build()

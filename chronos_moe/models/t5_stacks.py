@@ -8,6 +8,10 @@ encoder (token embeddings or patch embeddings) and in the head on the decoder.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -16,6 +20,7 @@ from chronos_moe.layers.attention import MASK_BIAS, cast_bias, sum_bias_terms
 from chronos_moe.layers.block import T5Block
 from chronos_moe.layers.common import invoke, normal_initializer
 from chronos_moe.layers.dropout import FastDropout
+from chronos_moe.layers.feed_forward import check_feed_forward_proj
 from chronos_moe.layers.layer_norm import T5LayerNorm
 from chronos_moe.layers.position_bias import T5RelativePositionBias
 from chronos_moe.validation import positive_int
@@ -36,6 +41,8 @@ STACK_SETTINGS = (
     "decoder_start_token_id",
     "initializer_factor",
 )
+# The settings that must be positive ints (checked before any layer is made).
+STACK_SIZES = ("d_model", "d_kv", "d_ff", "num_layers", "num_heads")
 
 
 def format_count(count: int) -> str:
@@ -176,6 +183,32 @@ class T5Stacks(keras.Model):
         """A named error for the first size (`d_model=…`, …) that is not a positive int."""
         for name, value in sizes.items():
             positive_int(name, value)
+
+    def store_settings(self, arguments: Mapping[str, Any]) -> None:
+        """Checks and stores the `STACK_SETTINGS` among `arguments` (both
+        models' `__init__` pass their `locals()`: they take the settings as
+        keyword arguments, as Hugging Face's `T5Config` names them). Named
+        errors for a size that is not a positive int, an unknown
+        `feed_forward_proj` and a negative or non-finite `initializer_factor`;
+        `num_decoder_layers=None` means as many as `num_layers`."""
+        settings = {name: arguments[name] for name in STACK_SETTINGS}
+        self.check_sizes(**{name: settings[name] for name in STACK_SIZES})
+        check_feed_forward_proj(settings["feed_forward_proj"])
+        factor = settings["initializer_factor"]
+        if (
+            isinstance(factor, bool)
+            or not isinstance(factor, (int, float))
+            or not math.isfinite(factor)
+            or factor < 0
+        ):
+            raise ValueError(
+                "`initializer_factor` must be a finite number >= 0. "
+                f"Received: initializer_factor={factor!r}"
+            )
+        if settings["num_decoder_layers"] is None:
+            settings["num_decoder_layers"] = settings["num_layers"]
+        for name in STACK_SETTINGS:
+            setattr(self, name, settings[name])
 
     @classmethod
     def from_config(cls, config):

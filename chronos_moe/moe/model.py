@@ -130,19 +130,6 @@ class ChronosMoE(keras.Model):
         self.level = level
         self.moe_every = int(moe_every)
         self.shared_expert = bool(shared_expert)
-        if level == "token" and not token_expert_layers(base):
-            base = with_token_experts(
-                base,
-                num_experts,
-                top_k,
-                expert_hidden_dim=expert_hidden_dim or base.d_ff,
-                shared_expert=shared_expert,
-                moe_every=moe_every,
-                balance_mode=load_balancing_mode,
-                balance_window=load_balancing_window,
-                bias_update_rate=bias_update_rate,
-            )
-        self.base = base
         self.num_experts = int(num_experts)
         self.top_k = int(top_k)
         self.load_balancing_weight = load_balancing_weight
@@ -155,6 +142,7 @@ class ChronosMoE(keras.Model):
         self.load_balancing_mode = load_balancing_mode
         self.load_balancing_window = int(load_balancing_window)
         self.bias_update_rate = float(bias_update_rate)
+        base = self.base = self._with_token_experts(base) if level == "token" else base
         self._add_losses()
         self.token_layers = token_expert_layers(base)
         self.router = self.experts = None
@@ -166,6 +154,24 @@ class ChronosMoE(keras.Model):
             base.trainable = False
         self.build()
         check_expert_sharding(self)  # under a distribution: expert weights split, all placed
+
+    def _with_token_experts(self, base: T5Stacks) -> T5Stacks:
+        """`base` with its feed-forward layers replaced by token-level experts
+        from the stored settings (sparse upcycling: `moe/token_experts.py`);
+        a base that already has them (a loaded MoE) as it is."""
+        if token_expert_layers(base):
+            return base
+        return with_token_experts(
+            base,
+            self.num_experts,
+            self.top_k,
+            expert_hidden_dim=self.expert_hidden_dim,
+            shared_expert=self.shared_expert,
+            moe_every=self.moe_every,
+            balance_mode=self.load_balancing_mode,
+            balance_window=self.load_balancing_window,
+            bias_update_rate=self.bias_update_rate,
+        )
 
     def _add_losses(self) -> None:
         """The balance regularizer and the loss trackers, from the stored settings."""

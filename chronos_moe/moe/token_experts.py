@@ -13,7 +13,7 @@ from keras import ops
 
 from chronos_moe import backend
 from chronos_moe.layers.common import invoke, normal_initializer, register
-from chronos_moe.layers.feed_forward import FEED_FORWARD_PROJECTIONS, T5FeedForward
+from chronos_moe.layers.feed_forward import T5FeedForward, activation, check_feed_forward_proj
 from chronos_moe.moe.balancing import slot_shares, update_router_balance, validate_balancing
 from chronos_moe.moe.router import select_experts, validate_routing
 
@@ -388,21 +388,14 @@ class TokenExperts(keras.layers.Layer):
         }
 
 
-def activation(feed_forward_proj: str, x):
-    """The activation of `T5FeedForward` for `feed_forward_proj`."""
-    if feed_forward_proj.endswith("relu"):
-        return ops.relu(x)
-    return ops.gelu(x, approximate=feed_forward_proj.startswith("gated-"))
-
-
 def validate_feed_forward_proj(feed_forward_proj) -> None:
     """A named error for a feed-forward type the experts cannot copy."""
-    if feed_forward_proj not in FEED_FORWARD_PROJECTIONS:
+    try:
+        check_feed_forward_proj(feed_forward_proj)
+    except ValueError as error:
         raise ValueError(
-            "Token-level experts copy the model's feed-forward layer, whose type must be one "
-            f"of {', '.join(map(repr, FEED_FORWARD_PROJECTIONS))}. "
-            f"Received: feed_forward_proj={feed_forward_proj!r}"
-        )
+            f"Token-level experts copy the model's feed-forward layer: {error}"
+        ) from None
 
 
 def grouped_matmul_reference(x, weights, group_sizes):
