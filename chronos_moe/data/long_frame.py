@@ -79,14 +79,7 @@ def _timestamps(column: pd.Series, name: str) -> pd.DatetimeIndex:
                 path=FRAME,
                 field=name,
             ) from None
-    missing = np.flatnonzero(timestamps.isna())
-    if missing.size:
-        raise DataError(
-            f"{missing.size} missing timestamp(s) (NaT); every row needs one",
-            path=FRAME,
-            row=int(missing[0]),
-            field=name,
-        )
+    _refuse_missing(timestamps.isna(), "timestamp(s) (NaT); every row needs one", name)
     return timestamps
 
 
@@ -96,15 +89,16 @@ def _ids(column: pd.Series, name: str) -> np.ndarray:
         codes, _ = pd.factorize(column)
     except TypeError as error:  # unhashable ids (lists, dicts)
         raise DataError(f"series ids must be hashable ({error})", path=FRAME, field=name) from None
-    missing = np.flatnonzero(codes < 0)
-    if missing.size:
-        raise DataError(
-            f"{missing.size} missing series id(s) (NaN or None); every row needs an id",
-            path=FRAME,
-            row=int(missing[0]),
-            field=name,
-        )
+    _refuse_missing(codes < 0, "series id(s) (NaN or None); every row needs an id", name)
     return codes
+
+
+def _refuse_missing(missing: Any, what: str, name: str) -> None:
+    """A `DataError` naming how many rows `missing` (a boolean per row) flags,
+    the first of them and the column `name`."""
+    rows = np.flatnonzero(np.asarray(missing))
+    if rows.size:
+        raise DataError(f"{rows.size} missing {what}", path=FRAME, row=int(rows[0]), field=name)
 
 
 @dataclasses.dataclass(frozen=True)
