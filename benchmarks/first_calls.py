@@ -105,7 +105,9 @@ def run_case(
     command = [sys.executable, __file__, "--child", implementation, "--checkpoint"]
     command += [str(args.checkpoint_dir), "--draws", json.dumps(phases)]
     command += ["--num-samples", str(args.num_samples)] + ([] if buckets else ["--no-buckets"])
+    load_before = os.getloadavg()[0]
     completed = subprocess.run(command, env=env, capture_output=True, text=True)
+    load_after = os.getloadavg()[0]
     if completed.returncode != 0:
         raise RuntimeError(completed.stderr[-3000:])
     phases = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -115,6 +117,9 @@ def run_case(
         "steady": statistics.median(phases["steady"]),
         "steady_total": sum(phases["steady"]),
         "new": sum(phases["new"]) if "new" in phases else None,
+        # 1-minute load average before and after: a process that ran slow throughout shows
+        # whether something else shared the machine (this one adds about 1-2 on 2 cores).
+        "load": [round(load_before, 2), round(load_after, 2)],
     }
 
 

@@ -5,7 +5,7 @@ the environment it needs (`KERAS_BACKEND`); each script writes its JSON under
 `benchmarks/results/` and prints its table, which this driver passes through.
 Run it on an otherwise idle machine (the figures are wall-clock times):
 
-    flock /tmp/cpu.lock python benchmarks/run_all.py            # all (~1 h)
+    flock /tmp/cpu.lock python benchmarks/run_all.py            # all but gpu, quality (~2.5 h)
     python benchmarks/run_all.py --quick                        # smoke run, small shapes
     python benchmarks/run_all.py --only train,moe               # a subset
     python benchmarks/run_all.py --dry-run                      # print the commands
@@ -26,9 +26,21 @@ Steps (RESULTS.md section → command):
 * `token`: "Token-level experts" — `token_moe_step.py` on torch (`--repeats 3`)
   and on JAX (`--models dense,tokE8k2w256 --repeats 2`);
 * `data`: "Data pipeline throughput" — `data_throughput.py`;
-* `gpu` (only when asked for: `--only gpu`, on a machine with a GPU): "GPU" —
-  `gpu.py` (torch and JAX, one process each; `--quick`: its `--dry-run`, which
-  runs on a CPU).
+* `first_calls`: "First calls on JAX" — `first_calls.py` (its own process per
+  case: the reference, torch and three JAX cases; ~55 min);
+* `profile`: "JAX float32 training on this CPU" — `profile_train_step.py`;
+* `distribution`: "Training state per device" — `distribution_memory.py` on
+  JAX with `JAX_NUM_CPU_DEVICES=8` (simulated devices);
+* `reliability`: the early-exit timings of docs/reliability.md —
+  `reliability_timings.py`;
+
+and only when asked for (`--only NAME`):
+
+* `gpu` (on a machine with a GPU): "GPU" — `gpu.py` (torch and JAX, one
+  process each; `--quick`: its `--dry-run`, which runs on a CPU);
+* `quality`: "Quality study" — `quality.py --output-dir
+  benchmarks/results/quality` (~1.5 h on 2 idle cores; it downloads the wheels
+  of its real-data benchmark from the package registry).
 """
 
 from __future__ import annotations
@@ -81,10 +93,20 @@ STEPS: dict[str, list[tuple[str, str, list[str]]]] = {
         ),
     ],
     "data": [("torch", "data_throughput.py", [])],
+    "first_calls": [("torch", "first_calls.py", [])],  # one process per case, either backend
+    "profile": [("torch", "profile_train_step.py", [])],  # the reference (torch) and JAX
+    "distribution": [("jax", "distribution_memory.py", [])],
+    "reliability": [("torch", "reliability_timings.py", [])],
     "gpu": [("torch", "gpu.py", [])],  # starts its own torch and JAX processes
+    "quality": [("torch", "quality.py", ["--output-dir", "benchmarks/results/quality"])],
 }
-# Run when no --only is given: all but the GPU benchmark (it stops without a GPU).
-DEFAULT_STEPS = [step for step in STEPS if step != "gpu"]
+# Only with --only: the GPU benchmark stops without a GPU, the study takes 1.5 h.
+OPT_IN_STEPS = ("gpu", "quality")
+DEFAULT_STEPS = [step for step in STEPS if step not in OPT_IN_STEPS]
+# Environment a script needs besides KERAS_BACKEND.
+SCRIPT_ENV: dict[str, dict[str, str]] = {
+    "distribution_memory.py": {"JAX_NUM_CPU_DEVICES": "8"},
+}
 
 # --quick: the scripts' own smoke-run flag instead of the documented repeat counts.
 QUICK_ARGUMENTS: dict[str, list[str]] = {
@@ -95,7 +117,12 @@ QUICK_ARGUMENTS: dict[str, list[str]] = {
     "token_moe_step.py": ["--quick"],
     "data_throughput.py": ["--quick"],
     "bf16_accuracy.py": [],  # one fixed size, about a minute
+    "first_calls.py": ["--quick"],
+    "profile_train_step.py": ["--quick"],
+    "distribution_memory.py": [],  # memory of one step per layout, a few minutes
+    "reliability_timings.py": ["--repeats", "2"],
     "gpu.py": ["--dry-run"],
+    "quality.py": ["--output-dir", "benchmarks/results/quality-quick", "--quick"],
 }
 
 
@@ -106,9 +133,10 @@ def commands(steps: list[str], quick: bool) -> list[tuple[str, list[str], dict[s
         for backend, script, arguments in STEPS[step]:
             if quick:
                 keep = [a for a in arguments if a in ("--backend", "torch", "jax")]
+                keep = [] if script == "quality.py" else keep
                 arguments = keep + QUICK_ARGUMENTS[script]
             argv = [sys.executable, str(BENCHMARKS / script), *arguments]
-            env = {**os.environ, "KERAS_BACKEND": backend}
+            env = {**os.environ, **SCRIPT_ENV.get(script, {}), "KERAS_BACKEND": backend}
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
             result.append((f"{step}: KERAS_BACKEND={backend} {script}", argv, env))
     return result
@@ -119,7 +147,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default=",".join(DEFAULT_STEPS),
-        help=f"comma-separated subset of {','.join(STEPS)} (default: all but gpu, in that order)",
+        help=f"comma-separated subset of {','.join(STEPS)} (default: all but "
+        f"{' and '.join(OPT_IN_STEPS)}, in that order)",
     )
     parser.add_argument("--quick", action="store_true", help="each script's smoke run")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
@@ -131,7 +160,11 @@ def main() -> None:
 
     failed = []
     for label, argv, env in commands(steps, args.quick):
-        shown = " ".join(["python", str(Path(argv[1]).relative_to(ROOT)), *argv[2:]])
+        extra = SCRIPT_ENV.get(Path(argv[1]).name, {})
+        shown = " ".join(
+            [*(f"{key}={value}" for key, value in extra.items()), "python"]
+            + [str(Path(argv[1]).relative_to(ROOT)), *argv[2:]]
+        )
         print(f"\n## {label}\n$ KERAS_BACKEND={env['KERAS_BACKEND']} {shown}", flush=True)
         if args.dry_run:
             continue
