@@ -10,7 +10,8 @@ upcycled dense feed-forward):
   1024, routed experts = copies of `wi`);
 * `tokE8k2w256`: experts in every block, 256 wide (fine-grained: the two
   routed experts cost half a dense feed-forward);
-* `tokE8k2e2`: experts in every other block (`moe_every=2`), 512 wide.
+* `tokE8k2e2`: experts in every other block (`moe_every=2`), 512 wide;
+* `tokE8k2e2w256`: experts in every other block, 256 wide.
 
 Training step: `train_on_batch` (forward + backward + AdamW) on 32 series,
 context 512 + EOS, prediction 64 + EOS (as `moe_train_step.py`, whose
@@ -55,6 +56,10 @@ CONFIGS = {
     "tokE8k2": ("token E=8 k=2, every block, width d_ff", {"moe_every": 1, "width": 1.0}),
     "tokE8k2w256": ("token E=8 k=2, every block, width d_ff/4", {"moe_every": 1, "width": 0.25}),
     "tokE8k2e2": ("token E=8 k=2, every 2nd block, width d_ff/2", {"moe_every": 2, "width": 0.5}),
+    "tokE8k2e2w256": (
+        "token E=8 k=2, every 2nd block, width d_ff/4",
+        {"moe_every": 2, "width": 0.25},
+    ),
 }
 TARGET = 1.3
 

@@ -74,8 +74,9 @@ def tile_size(slots: int, num_experts: int) -> int:
 
     The largest power of two up to `MAX_TILE` with `4 · num_experts` tiles or
     more: training batches (thousands of slots) get tiles of 128, a decoding
-    step (a few dozen slots) tiles of 1 or 2, where gathering one weight copy
-    per slot is cheaper than padding every expert's group to a tile.
+    step of one series (a few dozen slots) tiles of 1 or 2, where a short
+    loop of small products is cheaper than padding every expert's group to a
+    large tile.
     """
     size = 1
     while size < MAX_TILE and 2 * size * 4 * num_experts <= slots:
@@ -282,8 +283,9 @@ class TokenExperts(keras.layers.Layer):
         Torch (eager, dynamic shapes): one product per expert on its slice
         (`backend.grouped_matmul`). JAX (static shapes under `jit`): the groups
         are padded to a multiple of the tile size `S` (`tile_size`) and each
-        tile of `S` slots runs through its expert's weights, gathered once per
-        tile: at most `slots + N · (S − 1)` rows whatever the routing.
+        tile of `S` slots runs through its expert's weights in a loop over
+        tiles (`ops.map`): at most `slots + N · (S − 1)` rows whatever the
+        routing.
         """
         *wi, wo = self.expert_weights()
         first = backend.grouped_matmul(x, wi[0], counts)  # None: no such kernel (JAX)
@@ -315,11 +317,20 @@ class TokenExperts(keras.layers.Layer):
         tiles = ops.reshape(
             ops.take(padded_x, source, axis=0), (num_tiles, size, self.hidden_dim)
         )  # (tiles, S, d)
-        *tile_wi, tile_wo = [ops.take(w, tile_expert, axis=0) for w in (*wi, wo)]
-        hidden = activation(self.feed_forward_proj, backend.matmul(tiles, tile_wi[0]))
-        if self.is_gated:
-            hidden = hidden * backend.matmul(tiles, tile_wi[1])  # (tiles, S, f)
-        y = ops.reshape(backend.matmul(hidden, tile_wo), (capacity, self.hidden_dim))
+
+        def tile_feed_forward(tile_and_expert):
+            # A plain 2-D product per tile, its expert's weights indexed in
+            # the loop. One batched product over a weight copy per tile was
+            # slower (XLA:CPU): up to 4x for a decoding step's small tiles,
+            # 1.3x for a training batch's forward (benchmarks/RESULTS.md).
+            tile, expert = tile_and_expert
+            weights = [ops.take(w, expert, axis=0) for w in (*wi, wo)]
+            hidden = activation(self.feed_forward_proj, backend.matmul(tile, weights[0]))
+            if self.is_gated:
+                hidden = hidden * backend.matmul(tile, weights[1])
+            return backend.matmul(hidden, weights[-1])  # (S, d)
+
+        y = ops.reshape(ops.map(tile_feed_forward, (tiles, tile_expert)), (capacity, -1))
         return ops.take(y, position, axis=0)
 
     def upcycle(self, dense: T5FeedForward) -> None:
