@@ -23,8 +23,8 @@ Steps (RESULTS.md section → command):
 * `moe`: "MoE training step" — `moe_train_step.py` on torch
   (`--models dense,E4k2,E32k2 --warmup 2 --repeats 5`) and on JAX
   (`--warmup 1 --repeats 3`);
-* `token`: "Token-level experts" — `token_moe_step.py` on torch (`--repeats 3`)
-  and on JAX (`--models dense,tokE8k2w256 --repeats 2`);
+* `token`: "Token-level experts" — `token_moe_step.py` on torch and on JAX
+  (8 series, `--repeats 2`), dense and three layouts; `token_dispatch.py` (JAX);
 * `data`: "Data pipeline throughput" — `data_throughput.py`;
 * `first_calls`: "First calls on JAX" — `first_calls.py` (its own process per
   case: the reference, torch and three JAX cases; ~55 min);
@@ -56,6 +56,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 
 # name -> list of (KERAS_BACKEND, script, arguments), exactly as RESULTS.md documents them.
+# The token-level layouts of RESULTS.md (the full-width one is left out: 2-3x dense).
+TOKEN_MODELS = "dense,tokE8k2w256,tokE8k2e2,tokE8k2e2w256"
 STEPS: dict[str, list[tuple[str, str, list[str]]]] = {
     "forecast": [
         (
@@ -85,12 +87,13 @@ STEPS: dict[str, list[tuple[str, str, list[str]]]] = {
         ("jax", "moe_train_step.py", ["--backend", "jax", "--warmup", "1", "--repeats", "3"]),
     ],
     "token": [
-        ("torch", "token_moe_step.py", ["--backend", "torch", "--repeats", "3"]),
+        ("torch", "token_moe_step.py", ["--backend", "torch", "--models", TOKEN_MODELS]),
         (
             "jax",
             "token_moe_step.py",
-            ["--backend", "jax", "--models", "dense,tokE8k2w256", "--repeats", "2"],
+            ["--backend", "jax", "--models", TOKEN_MODELS, "--series", "8", "--repeats", "2"],
         ),
+        ("jax", "token_dispatch.py", []),
     ],
     "data": [("torch", "data_throughput.py", [])],
     "first_calls": [("torch", "first_calls.py", [])],  # one process per case, either backend
@@ -115,6 +118,7 @@ QUICK_ARGUMENTS: dict[str, list[str]] = {
     "train_throughput.py": ["--quick"],
     "moe_train_step.py": ["--quick"],
     "token_moe_step.py": ["--quick"],
+    "token_dispatch.py": ["--quick"],
     "data_throughput.py": ["--quick"],
     "bf16_accuracy.py": [],  # one fixed size, about a minute
     "first_calls.py": ["--quick"],
