@@ -137,7 +137,6 @@ def commands(steps: list[str], quick: bool) -> list[tuple[str, list[str], dict[s
         for backend, script, arguments in STEPS[step]:
             if quick:
                 keep = [a for a in arguments if a in ("--backend", "torch", "jax")]
-                keep = [] if script == "quality.py" else keep
                 arguments = keep + QUICK_ARGUMENTS[script]
             argv = [sys.executable, str(BENCHMARKS / script), *arguments]
             env = {**os.environ, **SCRIPT_ENV.get(script, {}), "KERAS_BACKEND": backend}

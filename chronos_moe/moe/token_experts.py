@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Iterator
 
 import keras
@@ -287,13 +288,11 @@ class TokenExperts(keras.layers.Layer):
         tiles (`ops.map`): at most `slots + N · (S − 1)` rows whatever the
         routing.
         """
-        *wi, wo = self.expert_weights()
-        first = backend.grouped_matmul(x, wi[0], counts)  # None: no such kernel (JAX)
+        weights = self.expert_weights()
+        first = backend.grouped_matmul(x, weights[0], counts)  # None: no such kernel (JAX)
         if first is not None:
-            hidden = activation(self.feed_forward_proj, first)
-            if self.is_gated:
-                hidden = hidden * backend.grouped_matmul(x, wi[1], counts)
-            return backend.grouped_matmul(hidden, wo, counts)
+            grouped = functools.partial(backend.grouped_matmul, group_sizes=counts)
+            return self.feed_forward(x, first, weights, grouped)
         slots = ops.shape(x)[0]
         size = tile_size(slots, self.num_experts)
         num_tiles = -(-(slots + self.num_experts * (size - 1)) // size)
@@ -324,14 +323,23 @@ class TokenExperts(keras.layers.Layer):
             # slower (XLA:CPU): up to 4x for a decoding step's small tiles,
             # 1.3x for a training batch's forward (benchmarks/RESULTS.md).
             tile, expert = tile_and_expert
-            weights = [ops.take(w, expert, axis=0) for w in (*wi, wo)]
-            hidden = activation(self.feed_forward_proj, backend.matmul(tile, weights[0]))
-            if self.is_gated:
-                hidden = hidden * backend.matmul(tile, weights[1])
-            return backend.matmul(hidden, weights[-1])  # (S, d)
+            chosen = [ops.take(w, expert, axis=0) for w in weights]
+            return self.feed_forward(
+                tile, backend.matmul(tile, chosen[0]), chosen, backend.matmul
+            )  # (S, d)
 
         y = ops.reshape(ops.map(tile_feed_forward, (tiles, tile_expert)), (capacity, -1))
         return ops.take(y, position, axis=0)
+
+    def feed_forward(self, x, first, weights, product):
+        """The experts' feed-forward of `x` from its first product `first`
+        (`x · wi` or `x · wi_0`): the activation, the gate's product when
+        gated, the output product; `weights` are `expert_weights()` (or one
+        expert's) and `product(a, w)` the matrix product that applies them."""
+        hidden = activation(self.feed_forward_proj, first)
+        if self.is_gated:
+            hidden = hidden * product(x, weights[1])
+        return product(hidden, weights[-1])
 
     def upcycle(self, dense: T5FeedForward) -> None:
         """Starts these experts from the dense feed-forward layer `dense`
